@@ -1,0 +1,3 @@
+from qatcmp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The command line: a thin layer that parses options and calls the stages.
+
+Every user-facing problem is a QatcmpError, printed as one line with a non-zero exit code;
+a traceback is shown only with QATCMP_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from qatcmp import __version__
+from qatcmp.errors import QatcmpError
+
+# Each module in qatcmp/commands/ defines register(subparsers), which adds its sub-command
+# and sets `func(args) -> int` as the handler.
+COMMAND_MODULES = [
+    "run",
+    "check",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qatcmp",
+        description="Is this quantized model variant really worse than that one, or is it noise? "
+        "Paired benchmark comparisons over OpenAI-compatible servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"qatcmp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"qatcmp.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except QatcmpError as exc:
+        _debug_traceback()
+        print(f"qatcmp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("qatcmp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, with a way to see more
+        _debug_traceback()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"qatcmp: internal error: {type(exc).__name__}: {first} "
+            "(run with QATCMP_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def _debug_traceback() -> None:
+    if os.environ.get("QATCMP_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

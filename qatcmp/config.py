@@ -1,0 +1,232 @@
+"""servers.yaml: which servers to talk to and which model variants to compare.
+
+Validated with pydantic; any problem becomes one ConfigError line naming the field.
+API keys never live in the file: it names an environment variable (``api_key_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qatcmp.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+
+DEFAULT_THINKING_ON: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}
+DEFAULT_THINKING_OFF: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Timeouts(Strict):
+    # Connecting to a local server is instant or never: fail fast. Reading may wait minutes
+    # while a model thinks (or loads from disk), so the read timeout is long.
+    connect: float = Field(10.0, gt=0)
+    read: float = Field(900.0, gt=0)
+    total: float | None = Field(7200.0, gt=0, description="whole request, all tokens")
+
+
+class Retries(Strict):
+    max_attempts: int = Field(6, ge=1, le=100)
+    initial_backoff: float = Field(1.0, ge=0)
+    max_backoff: float = Field(60.0, ge=0)
+
+
+class ThinkingSwitch(Strict):
+    """The request fields merged into the body when thinking is on / off. Servers disagree
+    on the switch; the default is what oMLX, mlx-lm, vLLM and llama.cpp read."""
+
+    on: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_THINKING_ON))
+    off: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_THINKING_OFF))
+
+
+class Sampling(Strict):
+    """Sampling parameters. Every one is sent explicitly (servers' defaults differ and are
+    not always the model's recommended ones); ``null`` leaves a parameter out."""
+
+    temperature: float | None = Field(1.0, ge=0)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    top_k: int | None = Field(64, ge=0)
+    min_p: float | None = Field(0.0, ge=0, le=1)
+    max_tokens: int | None = Field(32768, ge=1)
+    # Base seed. Each request gets a seed derived from (seed, question, sample), so repeated
+    # samples of a question differ and a run is reproducible. Defaults to the run's --seed.
+    seed: int | None = None
+
+
+class ServerConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    base_url: str
+    api_key_env: str | None = None
+    max_concurrency: int = Field(4, ge=1, le=256)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+    headers: dict[str, str] = Field(default_factory=dict)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    thinking_switch: ThinkingSwitch = Field(default_factory=ThinkingSwitch)
+    stream: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// followed by a host")
+        return value.rstrip("/")
+
+    def api_key(self) -> str | None:
+        """The key's value, read from the environment at the moment it is needed."""
+        if self.api_key_env is None:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ConfigError(
+                f"server '{self.name}': environment variable {self.api_key_env} "
+                "(api_key_env) is not set"
+            )
+        return value
+
+
+class ModelConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="short name used in reports")
+    server: str
+    model: str = Field(min_length=1, description="the model id sent to the server")
+    thinking: bool = True
+    sampling: Sampling | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    thinking_switch: ThinkingSwitch | None = None
+
+
+class Defaults(Strict):
+    sampling: Sampling = Field(default_factory=Sampling)
+
+
+class Config(Strict):
+    servers: list[ServerConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    defaults: Defaults = Field(default_factory=Defaults)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        _require_unique("servers", [s.name for s in self.servers])
+        _require_unique("models", [m.name for m in self.models])
+        known = {s.name for s in self.servers}
+        for index, model in enumerate(self.models):
+            if model.server not in known:
+                raise ValueError(
+                    f"models[{index}].server: unknown server '{model.server}' "
+                    f"(servers: {', '.join(sorted(known))})"
+                )
+        return self
+
+    def server(self, name: str) -> ServerConfig:
+        return next(s for s in self.servers if s.name == name)
+
+    def sampling_for(self, model: ModelConfig) -> Sampling:
+        """The model's sampling: defaults, overridden field by field by the model's own."""
+        merged = self.defaults.sampling.model_dump()
+        if model.sampling is not None:
+            merged.update(model.sampling.model_dump(exclude_unset=True))
+        return Sampling.model_validate(merged)
+
+    def select(self, names: list[str] | None) -> list[ModelConfig]:
+        if not names:
+            return list(self.models)
+        by_name = {m.name: m for m in self.models}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"--models: unknown model {', '.join(unknown)} "
+                f"(configured: {', '.join(by_name)})"
+            )
+        return [by_name[n] for n in names]
+
+    def check_api_keys(self, models: list[ModelConfig]) -> None:
+        """Fail early, before any request, when a needed key is missing."""
+        for name in dict.fromkeys(m.server for m in models):
+            self.server(name).api_key()
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as recorded in a run's manifest: no secrets. Keys are never in the
+        file; header values may be (e.g. Authorization), so they are masked."""
+        data = self.model_dump(mode="json")
+        for server in data["servers"]:
+            server["headers"] = {k: "<redacted>" for k in server["headers"]}
+        return data
+
+
+def _require_unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what}: the name '{name}' is used twice")
+        seen.add(name)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (copy servers.yaml from the project and edit it)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, origin: str = "servers.yaml") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'servers' and 'models'")
+    _refuse_inline_keys(data, origin)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {describe_validation_error(exc)}") from None
+
+
+def _refuse_inline_keys(data: dict[str, Any], origin: str) -> None:
+    for index, server in enumerate(data.get("servers") or []):
+        if isinstance(server, dict) and "api_key" in server:
+            raise ConfigError(
+                f"{origin}: servers[{index}].api_key: keys are not stored in the file; "
+                "put the key in an environment variable and name it with api_key_env"
+            )
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = _format_loc(err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
