@@ -19,7 +19,7 @@ from qatcmp.errors import QatcmpError
 COMMAND_MODULES = [
     "run",
     "check",
-    "demo",
+
 ]
 
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in run manifests: how the run was made
     try:
         return int(args.func(args) or 0)
     except QatcmpError as exc:

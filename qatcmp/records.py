@@ -203,4 +203,5 @@ class RunManifest(Record):
     spec: RunSpec
     servers: dict[str, ServerInfo] = Field(default_factory=dict)
     model_switches: int = 0
+    warnings: list[str] = Field(default_factory=list)
     source: str = "run"  # "run", or "import:<what>" for imported outputs

@@ -1,0 +1,101 @@
+"""qatcmp run: ask every configured variant the same sampled questions; resumable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+
+from qatcmp.config import load_config
+from qatcmp.errors import ConfigError
+from qatcmp.progress import RunProgress
+from qatcmp.rundir import RunDir
+from qatcmp.runner import Runner, RunSummary
+from qatcmp.selection import plan_benchmarks, plans_from_run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="send the benchmark questions to every model variant and record the answers",
+        description="Send MMLU-Pro and HumanEval questions (the same ones to every variant) and "
+        "append the answers to JSONL transcripts in the run folder. Running the same command "
+        "again resumes: only missing answers are requested.",
+    )
+    p.add_argument("--config", default="servers.yaml", help="servers and variants (default: servers.yaml)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/gemma4-quants")
+    p.add_argument("--models", help="comma-separated variant names (default: all in the config)")
+    add_selection_options(p)
+    p.add_argument("--no-retry-errors", action="store_true", help="on resume, keep earlier error records instead of asking again")
+    p.add_argument("--plain", action="store_true", help="plain progress lines instead of the live display")
+    p.set_defaults(func=handle)
+
+
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mmlu-pro", type=int, metavar="N", help="MMLU-Pro questions (stratified by category)")
+    p.add_argument("--humaneval", type=int, metavar="N", help="HumanEval problems (at most 164)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the question sample and the request seeds (default 0)")
+    p.add_argument("--samples", type=int, default=1, metavar="K", help="answers per question and variant (default 1)")
+    p.add_argument("--mmlu-pro-data", metavar="PATH", help="local MMLU-Pro (jsonl, jsonl.gz, parquet, folder) or 'builtin'")
+    p.add_argument("--humaneval-data", metavar="PATH", help="local HumanEval (jsonl, jsonl.gz, parquet, folder) or 'builtin'")
+
+
+def handle(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    models = config.select(_split(args.models))
+    config.check_api_keys(models)
+    run = RunDir(args.out)
+    if args.samples < 1:
+        raise ConfigError("--samples must be at least 1")
+    for option in ("mmlu_pro", "humaneval"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{option.replace('_', '-')} must be 0 or more")
+    if args.mmlu_pro is None and args.humaneval is None and run.manifest.exists():
+        plans, seed, samples = plans_from_run(run)
+    else:
+        seed, samples = args.seed, args.samples
+        plans = plan_benchmarks(
+            {"mmlu_pro": args.mmlu_pro or 0, "humaneval": args.humaneval or 0},
+            {"mmlu_pro": args.mmlu_pro_data, "humaneval": args.humaneval_data},
+            seed,
+        )
+    command = ["qatcmp", *getattr(args, "argv", [])]
+    progress = RunProgress(live=False if args.plain else None)
+    runner = Runner(config, models, plans, run_dir=run.path, seed=seed, samples=samples, command=command,
+                    retry_errors=not args.no_retry_errors, progress=progress)
+    resume = f"qatcmp run --config {shlex.quote(args.config)} --out {shlex.quote(str(run.path))}"
+    try:
+        with progress:
+            summary = asyncio.run(runner.execute())
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted: {runner.summary.sent} answers saved in {run.path}. Resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    print_summary(summary, resume)
+    return summary.exit_code
+
+
+def print_summary(summary: RunSummary, resume: str) -> None:
+    out = sys.stdout
+    if summary.sent == 0:
+        print(f"Nothing to do: all {summary.skipped_done} answers are already in {summary.run_dir}.", file=out)
+        return
+    print(f"Run folder: {summary.run_dir}", file=out)
+    for (model, benchmark), stats in sorted(summary.per_model.items()):
+        print(f"  {model:<20} {benchmark:<10} {stats['done']:>5} answers  {stats['errors']:>3} errors  {stats['truncated']:>3} truncated", file=out)
+    print(f"Requests sent: {summary.sent}; already done before: {summary.skipped_done}; model switches: {summary.model_switches}", file=out)
+    for warning in summary.warnings:
+        print(f"WARNING: {warning}", file=out)
+    if summary.errors:
+        print(f"{summary.errors} requests failed after retries (error records written). Run again to retry them:\n  {resume}", file=out)
+    print(f"Next: qatcmp stats {shlex.quote(str(summary.run_dir))}", file=out)
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -1,0 +1,411 @@
+"""The run stage: send every (model, question, sample) request once and append its
+transcript record; resume from what is on disk.
+
+A run folder is an experiment with a fixed spec (questions, samples, seed, request bodies).
+Running the same command again sends only what is missing - nothing at all when the run is
+complete - and a changed spec is refused rather than mixed into the same folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qatcmp import __version__
+from qatcmp.benchmarks import module_for
+from qatcmp.client import ChatClient, Completion, RequestFailed
+from qatcmp.config import Config, ModelConfig
+from qatcmp.errors import ConfigError, QatcmpError
+from qatcmp.progress import RunProgress
+from qatcmp.records import (
+    BenchmarkSelection,
+    Item,
+    RunManifest,
+    RunSpec,
+    ServerInfo,
+    TranscriptRecord,
+    Usage,
+    utcnow,
+)
+from qatcmp.request import build_request, request_template
+from qatcmp.rundir import JsonlAppender, RunDir
+from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
+
+# After this many answers with no reasoning from a model set to think, say so.
+NO_REASONING_WARN_AFTER = 3
+
+
+class RunAborted(QatcmpError):
+    """A problem that every further request would hit too (wrong key, unknown model...)."""
+
+
+@dataclass
+class BenchmarkPlan:
+    selection: BenchmarkSelection
+    items: list[Item]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    sent: int = 0
+    errors: int = 0
+    truncated: int = 0
+    skipped_done: int = 0
+    model_switches: int = 0
+    warnings: list[str] = field(default_factory=list)
+    per_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def build_spec(config: Config, models: list[ModelConfig], plans: list[BenchmarkPlan], seed: int, samples: int) -> RunSpec:
+    return RunSpec(
+        benchmarks=[plan.selection for plan in plans],
+        seed=seed,
+        samples=samples,
+        models={
+            m.name: {"server": m.server, "base_url": config.server(m.server).base_url, "body": request_template(config, m, seed)}
+            for m in models
+        },
+    )
+
+
+def spec_difference(old: RunSpec, new: RunSpec) -> str | None:
+    """A short description of the first difference between two specs, or None."""
+    return _first_difference(old.model_dump(mode="json"), new.model_dump(mode="json"), "")
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(dict.fromkeys([*a, *b])):
+            if key not in a:
+                return f"{path}.{key} added".lstrip(".")
+            if key not in b:
+                return f"{path}.{key} removed".lstrip(".")
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path.lstrip('.')}: {len(a)} entries before, {len(b)} now"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if a != b:
+        return f"{path.lstrip('.')}: {json.dumps(a)[:60]} before, {json.dumps(b)[:60]} now"
+    return None
+
+
+def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[BenchmarkPlan], command: list[str]) -> RunManifest:
+    """Create the run folder, or check that an existing one holds the same experiment."""
+    if run.manifest.exists():
+        manifest = run.read_manifest()
+        difference = spec_difference(manifest.spec, spec)
+        if difference:
+            raise ConfigError(
+                f"{run.path} already holds a run with a different set-up ({difference}); "
+                "resume it with its original settings, or choose a new --out"
+            )
+        return manifest
+    if run.path.exists() and any(run.path.iterdir()):
+        raise ConfigError(f"{run.path} exists and is not a qatcmp run folder; choose a new --out")
+    run.path.mkdir(parents=True, exist_ok=True)
+    items: list[Item] = [item for plan in plans for item in plan.items]
+    run.write_items(items)
+    now = utcnow()
+    manifest = RunManifest(
+        qatcmp_version=__version__,
+        created_at=now,
+        updated_at=now,
+        command=command,
+        config=config.redacted(),
+        spec=spec,
+    )
+    run.write_manifest(manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def describe_server(client: ChatClient) -> ServerInfo:
+    """What the server says about itself; oMLX adds per-model status and its version."""
+    info = ServerInfo(base_url=client.server.base_url)
+    try:
+        info.models = await client.list_models()
+    except RequestFailed as exc:
+        info.error = exc.message
+        return info
+    try:
+        status = await client.get_json("models/status", timeout=5.0)
+        if isinstance(status, dict):
+            entries = status.get("models", status.get("data", status))
+            info.model_status = entries if isinstance(entries, dict) else {"models": entries}
+    except RequestFailed:
+        pass  # not oMLX: nothing more to learn
+    try:
+        status = await client.get_json("/api/status", timeout=5.0, root=True)
+        if isinstance(status, dict) and status.get("version"):
+            info.version = str(status["version"])
+    except RequestFailed:
+        pass
+    return info
+
+
+def check_reachable(name: str, info: ServerInfo) -> None:
+    """Refuse to start a run against a server that does not answer at all."""
+    if info.error is None:
+        return
+    if "cannot connect" in info.error or "timed out" in info.error:
+        raise RunAborted(f"server '{name}' at {info.base_url}: {info.error}")
+    if "HTTP 401" in info.error or "HTTP 403" in info.error:
+        raise RunAborted(f"server '{name}' at {info.base_url}: {info.error} (check the API key in api_key_env)")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Runner:
+    def __init__(
+        self,
+        config: Config,
+        models: list[ModelConfig],
+        plans: list[BenchmarkPlan],
+        *,
+        run_dir: Path,
+        seed: int,
+        samples: int,
+        command: list[str] | None = None,
+        retry_errors: bool = True,
+        progress: RunProgress | None = None,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        scheduler_factory=ModelByModelScheduler,
+    ):
+        self.config = config
+        self.models = models
+        self.plans = plans
+        self.run = RunDir(run_dir)
+        self.seed = seed
+        self.samples = samples
+        self.command = command or []
+        self.retry_errors = retry_errors
+        self.progress = progress or RunProgress(live=False)
+        self.transports = transports or {}
+        self.scheduler_factory = scheduler_factory
+        self.summary = RunSummary(run_dir=Path(run_dir))
+        self._items = {(p.selection.name, item.item_id): item for p in plans for item in p.items}
+        self._templates = {m.name: request_template(config, m, seed) for m in models}
+        self._model_by_name = {m.name: m for m in models}
+        self._writers: dict[tuple[str, str], JsonlAppender] = {}
+        self._no_reasoning: dict[str, int] = defaultdict(int)
+        self._saw_reasoning: set[str] = set()
+        self._succeeded: set[str] = set()
+        self._abort: RunAborted | None = None
+
+    # ------------------------------------------------------------ planning
+
+    def pending_units(self) -> list[WorkUnit]:
+        done = {
+            r.key
+            for r in self.run.read_transcripts()
+            if r.ok or not self.retry_errors
+        }
+        units: list[WorkUnit] = []
+        for model in self.models:
+            for plan in self.plans:
+                for item in plan.items:
+                    for sample in range(self.samples):
+                        unit = WorkUnit(model.name, model.server, plan.selection.name, item.item_id, sample)
+                        if unit.key in done:
+                            self.summary.skipped_done += 1
+                        else:
+                            units.append(unit)
+        return units
+
+    # ------------------------------------------------------------ execution
+
+    async def execute(self) -> RunSummary:
+        spec = build_spec(self.config, self.models, self.plans, self.seed, self.samples)
+        manifest = prepare_run_dir(self.run, self.config, spec, self.plans, self.command)
+        pending = self.pending_units()
+        if not pending:
+            return self.summary
+        servers_needed = list(dict.fromkeys(u.server for u in pending))
+        clients = {
+            name: ChatClient(
+                self.config.server(name),
+                api_key=self.config.server(name).api_key(),
+                transport=self.transports.get(name),
+            )
+            for name in servers_needed
+        }
+        try:
+            infos = await asyncio.gather(*(describe_server(clients[n]) for n in servers_needed))
+            for name, info in zip(servers_needed, infos):
+                check_reachable(name, info)
+                manifest.servers[name] = info
+            manifest.updated_at = utcnow()
+            self.run.write_manifest(manifest)
+            self._warn_unlisted_models(infos, servers_needed)
+            self._register_progress(pending)
+            scheduler = self.scheduler_factory(pending, [m.name for m in self.models])
+            await self._run_all(scheduler, clients)
+        finally:
+            for writer in self._writers.values():
+                writer.close()
+            await asyncio.gather(*(c.aclose() for c in clients.values()), return_exceptions=True)
+            manifest.model_switches += self.summary.model_switches
+            manifest.updated_at = utcnow()
+            if self.summary.warnings:
+                manifest.warnings = list(dict.fromkeys([*manifest.warnings, *self.summary.warnings]))
+            self.run.write_manifest(manifest)
+        if self._abort is not None:
+            raise self._abort
+        return self.summary
+
+    def _warn_unlisted_models(self, infos: list[ServerInfo], servers: list[str]) -> None:
+        listed = {name: set(info.models or []) for name, info in zip(servers, infos) if info.models is not None}
+        for model in self.models:
+            ids = listed.get(model.server)
+            if ids is not None and model.model not in ids:
+                self._warn(
+                    f"model '{model.name}': '{model.model}' is not listed by server '{model.server}' "
+                    "(it may still load on demand; an unknown model fails at the first request)"
+                )
+
+    def _register_progress(self, pending: list[WorkUnit]) -> None:
+        remaining: dict[tuple[str, str], int] = defaultdict(int)
+        for unit in pending:
+            remaining[(unit.model, unit.benchmark)] += 1
+        for model in self.models:
+            for plan in self.plans:
+                total = len(plan.items) * self.samples
+                todo = remaining.get((model.name, plan.selection.name), 0)
+                self.progress.add(model.name, plan.selection.name, total, total - todo)
+
+    async def _run_all(self, scheduler: Scheduler, clients: dict[str, ChatClient]) -> None:
+        tasks = [asyncio.create_task(self._run_server(name, scheduler, clients[name])) for name in scheduler.servers()]
+        try:
+            await asyncio.gather(*tasks)
+        except RunAborted:
+            pass  # recorded in self._abort; the other servers' tasks are cancelled below
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient) -> None:
+        limit = asyncio.Semaphore(self.config.server(server).max_concurrency)
+        current_model: str | None = None
+        while (batch := scheduler.next_batch(server)) is not None:
+            if not batch:
+                continue
+            if current_model is not None and batch[0].model != current_model:
+                self.summary.model_switches += 1
+            current_model = batch[0].model
+            await asyncio.gather(*(self._run_unit(unit, client, limit, scheduler) for unit in batch))
+
+    async def _run_unit(self, unit: WorkUnit, client: ChatClient, limit: asyncio.Semaphore, scheduler: Scheduler) -> None:
+        async with limit:
+            if self._abort is not None:
+                return
+            item = self._items[(unit.benchmark, unit.item_id)]
+            messages = module_for(unit.benchmark).build_messages(item)
+            body = build_request(self._templates[unit.model], messages, unit.benchmark, unit.item_id, unit.sample)
+            started_at = utcnow()
+            completion = await client.complete(body)
+            record = self._record(unit, body, completion, started_at)
+            self._write(record)
+            scheduler.record(unit, record)
+            self._observe(unit, completion)
+
+    def _record(self, unit: WorkUnit, body: dict[str, Any], completion: Completion, started_at) -> TranscriptRecord:
+        request = {k: v for k, v in body.items() if k != "messages"}
+        return TranscriptRecord(
+            model=unit.model,
+            benchmark=unit.benchmark,
+            item_id=unit.item_id,
+            sample=unit.sample,
+            server=unit.server,
+            messages=body["messages"],
+            request=request,
+            content=completion.content,
+            reasoning=completion.reasoning,
+            reasoning_source=completion.reasoning_source,
+            finish_reason=completion.finish_reason,
+            usage=Usage.model_validate(completion.usage) if completion.usage else None,
+            latency_s=completion.latency_s,
+            ttft_s=completion.ttft_s,
+            attempts=completion.attempts,
+            error=completion.error,
+            error_kind=completion.error_kind,
+            started_at=started_at,
+            finished_at=utcnow(),
+            **({"notes": completion.notes} if completion.notes else {}),
+        )
+
+    def _write(self, record: TranscriptRecord) -> None:
+        key = (record.model, record.benchmark)
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = JsonlAppender(self.run.transcript_file(*key))
+        writer.append(record)
+        self.summary.sent += 1
+        stats = self.summary.per_model.setdefault(key, {"done": 0, "errors": 0, "truncated": 0})
+        stats["done"] += 1
+        if record.error:
+            self.summary.errors += 1
+            stats["errors"] += 1
+        if record.truncated:
+            self.summary.truncated += 1
+            stats["truncated"] += 1
+        tokens = (record.usage.completion_tokens or 0) if record.usage else 0
+        self.progress.advance(record.model, record.benchmark, error=bool(record.error), truncated=record.truncated, tokens=tokens)
+
+    def _observe(self, unit: WorkUnit, completion: Completion) -> None:
+        model = self._model_by_name[unit.model]
+        if completion.error is not None:
+            if completion.fatal and model.name not in self._succeeded:
+                # Nothing has worked for this model yet and the server says the request
+                # itself is wrong (unknown model, bad key, rejected parameter): every other
+                # request would fail the same way.
+                self._abort = RunAborted(f"model '{model.name}' ({model.model} on server '{model.server}'): {completion.error}")
+                raise self._abort
+            if completion.fatal:
+                self.progress.log(f"{unit.model} {unit.benchmark} {unit.item_id}: {completion.error}")
+            return
+        self._succeeded.add(model.name)
+        if not model.thinking or model.name in self._saw_reasoning:
+            return
+        if completion.reasoning:
+            self._saw_reasoning.add(model.name)
+            return
+        self._no_reasoning[model.name] += 1
+        if self._no_reasoning[model.name] == NO_REASONING_WARN_AFTER:
+            self._warn(
+                f"model '{model.name}' is set to think, but its first {NO_REASONING_WARN_AFTER} answers "
+                "came back with no reasoning: the server may ignore or misspell the thinking switch "
+                f"({json.dumps((model.thinking_switch or self.config.server(model.server).thinking_switch).on)}); "
+                "check with `qatcmp check`"
+            )
+
+    def _warn(self, message: str) -> None:
+        self.summary.warnings.append(message)
+        self.progress.log(f"WARNING: {message}")
