@@ -1,0 +1,51 @@
+"""Statistics over per-question outcomes: pure functions, no IO.
+
+- proportions: one model's accuracy (Wilson; clustered by question with K samples)
+- paired: two models on the same questions (McNemar exact and mid-p, Tango interval, TOST)
+- independent: the tests that ignore the pairing (z, chi-squared, Yates, Fisher)
+- multi: Cochran's Q and Holm
+- power: sample size and minimum detectable difference (Connor paired, Cohen's h independent)
+"""
+
+from qatcmp.stats.independent import IndependentTests, independent_tests
+from qatcmp.stats.multi import CochranQ, cochran_q, holm
+from qatcmp.stats.paired import (
+    Equivalence,
+    PairedTable,
+    equivalence_tost,
+    mcnemar_exact_p,
+    mcnemar_midp_p,
+    paired_table,
+    phi_correlation,
+    tango_interval,
+)
+from qatcmp.stats.power import (
+    independent_mde,
+    independent_sample_size,
+    paired_mde,
+    paired_sample_size,
+)
+from qatcmp.stats.proportions import ClusteredAccuracy, clustered_accuracy, wilson_interval
+
+__all__ = [
+    "ClusteredAccuracy",
+    "CochranQ",
+    "Equivalence",
+    "IndependentTests",
+    "PairedTable",
+    "clustered_accuracy",
+    "cochran_q",
+    "equivalence_tost",
+    "holm",
+    "independent_mde",
+    "independent_sample_size",
+    "independent_tests",
+    "mcnemar_exact_p",
+    "mcnemar_midp_p",
+    "paired_mde",
+    "paired_sample_size",
+    "paired_table",
+    "phi_correlation",
+    "tango_interval",
+    "wilson_interval",
+]
