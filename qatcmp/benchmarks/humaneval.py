@@ -62,3 +62,223 @@ def sample(items: list[HumanEvalItem], n: int, seed: int) -> list[HumanEvalItem]
 
 def build_messages(item: HumanEvalItem) -> list[dict[str, str]]:
     return [{"role": "user", "content": PROMPT_TEMPLATE.format(prompt=item.prompt)}]
+
+
+# --------------------------------------------------------------------------- scoring
+#
+# Code comes from the final answer (`content`) only, never from the reasoning: code the model
+# drafted while thinking is not what it answered.
+
+import ast  # noqa: E402  (kept with the scoring code it serves)
+import re  # noqa: E402
+import textwrap  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from qatcmp.records import ScoreRecord, TranscriptRecord  # noqa: E402
+from qatcmp.sandbox import Job, Outcome, Sandbox  # noqa: E402
+
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
+_PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
+# Top-level statements kept from an answer: definitions. Example calls, prints, asserts and
+# `if __name__ == "__main__":` demos are left out - they are not the solution.
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+@dataclass(frozen=True)
+class CodeExtraction:
+    completion: str | None  # what follows the prompt (openai/human-eval's "completion")
+    rule: str  # fenced_function, fenced_body, bare_function, bare_body, none
+    detail: str = ""
+
+
+def extract_code(content: str, item: HumanEvalItem) -> CodeExtraction:
+    """The answer's solution as a completion of the prompt: either whole definitions (the
+    prompt's stub is then redefined) or the body of the entry point, indented."""
+    blocks = [body for tag, body in _fenced_blocks(content) if tag in _PYTHON_TAGS]
+    if blocks:
+        definitions = _definitions_from_blocks(blocks, item.entry_point)
+        if definitions is not None:
+            return CodeExtraction(definitions, "fenced_function")
+        body = _as_body(blocks[-1])
+        if body is not None:
+            return CodeExtraction(body, "fenced_body")
+        return CodeExtraction(None, "none", "no runnable Python in the code blocks")
+    definitions = _definitions_from_blocks([_from_first_def(content, item.entry_point)], item.entry_point)
+    if definitions is not None:
+        return CodeExtraction(definitions, "bare_function")
+    body = _as_body(content) if _looks_like_code(content) else None
+    if body is not None:
+        return CodeExtraction(body, "bare_body")
+    return CodeExtraction(None, "none", "no code block and no Python function in the answer")
+
+
+def program_for(item: HumanEvalItem, completion: str) -> str:
+    """The code that runs: the prompt (its imports and helpers included) then the completion.
+    A redefined function simply replaces the prompt's stub, which is valid on its own (a
+    docstring is a body)."""
+    return item.prompt + completion if item.prompt.endswith("\n") else item.prompt + "\n" + completion
+
+
+def _fenced_blocks(content: str) -> list[tuple[str, str]]:
+    # A block inside a list item is indented as a whole: dedent it.
+    return [(m.group(2).lower(), textwrap.dedent(m.group(3))) for m in _FENCE.finditer(content)]
+
+
+def _definitions_from_blocks(blocks: list[str], entry_point: str) -> str | None:
+    """The definitions of every block that parses, in order (a later definition wins, as
+    when an answer shows a draft and then a fix), if one of them defines the entry point."""
+    kept: list[str] = []
+    defines_entry = False
+    for block in blocks:
+        tree = _parse(block)
+        if tree is None:
+            continue
+        lines = block.splitlines()
+        for node in tree.body:
+            if not _is_definition(node, entry_point):
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
+                defines_entry = True
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            kept.append("\n".join(lines[start - 1 : node.end_lineno]))
+    if not defines_entry:
+        return None
+    return "\n\n".join(kept) + "\n"
+
+
+def _is_definition(node: ast.stmt, entry_point: str) -> bool:
+    if isinstance(node, _DEFINITIONS):
+        return True
+    # Module-level constants a solution may use (PRIMES = {...}), but not a call of the
+    # solution itself (result = f(...)).
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        return not any(isinstance(n, ast.Name) and n.id == entry_point for n in ast.walk(node))
+    return False
+
+
+def _from_first_def(content: str, entry_point: str) -> str:
+    """Unfenced answers: from the first `import`/`def` line on, the longest prefix that
+    parses (prose after the code is dropped)."""
+    lines = content.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if re.match(rf"(def {re.escape(entry_point)}\s*\(|import |from \S+ import )", line)),
+        None,
+    )
+    if start is None:
+        return ""
+    for end in range(len(lines), start, -1):
+        chunk = "\n".join(lines[start:end])
+        if _parse(chunk) is not None:
+            return chunk
+    return ""
+
+
+def _as_body(code: str) -> str | None:
+    """Code that is the function's body: indented under the prompt's signature if needed."""
+    code = code.strip("\n")
+    if not code.strip():
+        return None
+    lines = code.splitlines()
+    first = next(line for line in lines if line.strip())
+    if not first[0].isspace():
+        lines = ["    " + line if line.strip() else line for line in lines]
+    body = "\n".join(lines) + "\n"
+    wrapped = "def _probe():\n" + body
+    return body if _parse(wrapped) is not None else None
+
+
+def _looks_like_code(content: str) -> bool:
+    return bool(re.search(r"^\s*(return\b|for .+:|if .+:|while .+:)", content, re.MULTILINE))
+
+
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021) from n samples with c correct: 1 - C(n-c,k)/C(n,k),
+    as a product so large n does not overflow."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and k >= 1 (got n={n}, c={c}, k={k})")
+    if k > n:
+        raise ValueError(f"pass_at_k: k={k} is more than the n={n} samples")
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(n - c + 1, n + 1):
+        product *= 1.0 - k / i
+    return 1.0 - product
+
+
+def score_many(
+    pairs: list[tuple[TranscriptRecord, HumanEvalItem]], *, sandbox: Sandbox, workers: int | None = None
+) -> list[ScoreRecord]:
+    """Score transcript records; the code of all of them runs in parallel in the sandbox."""
+    results: list[ScoreRecord | None] = []
+    to_run: list[tuple[int, Job, CodeExtraction]] = []
+    for record, item in pairs:
+        early, found = _score_without_running(record, item)
+        if early is None and found.completion is not None:
+            to_run.append((len(results), Job(program_for(item, found.completion), item.test, item.entry_point), found))
+        results.append(early)
+    outcomes = sandbox.run_many([job for _, job, _ in to_run], workers=workers)
+    for (index, job, found), outcome in zip(to_run, outcomes):
+        record, item = pairs[index]
+        results[index] = _score_from_outcome(record, item, found, job, outcome)
+    return [r for r in results if r is not None]
+
+
+def score(record: TranscriptRecord, item: HumanEvalItem, *, sandbox: Sandbox) -> ScoreRecord:
+    return score_many([(record, item)], sandbox=sandbox, workers=1)[0]
+
+
+def _score_without_running(record: TranscriptRecord, item: HumanEvalItem) -> tuple[ScoreRecord | None, CodeExtraction]:
+    none = CodeExtraction(None, "none")
+    base = _score_base(record)
+    if not record.ok:
+        detail = f"no answer from the server: {record.error_kind or record.error}"
+        return ScoreRecord(**base, correct=False, status="server_error", detail=detail), none
+    content = record.content or ""
+    if not content.strip():
+        if record.truncated:
+            return ScoreRecord(**base, correct=False, status="truncated",
+                               detail="hit the token budget before giving an answer"), none
+        return ScoreRecord(**base, correct=False, status="no_code", detail="empty answer"), none
+    found = extract_code(content, item)
+    if found.completion is None:
+        status = "truncated" if record.truncated else "no_code"
+        detail = found.detail + ("; hit the token budget" if record.truncated else "")
+        return ScoreRecord(**base, correct=False, status=status, detail=detail), found
+    return None, found
+
+
+def _score_from_outcome(
+    record: TranscriptRecord, item: HumanEvalItem, found: CodeExtraction, job: Job, outcome: Outcome
+) -> ScoreRecord:
+    return ScoreRecord(
+        **_score_base(record),
+        correct=outcome.status == "passed",
+        status=outcome.status,  # type: ignore[arg-type]
+        extracted=job.program,
+        extraction_rule=found.rule,
+        detail=outcome.detail,
+        run_s=outcome.duration_s,
+    )
+
+
+def _score_base(record: TranscriptRecord) -> dict[str, Any]:
+    return {
+        "model": record.model,
+        "benchmark": record.benchmark,
+        "item_id": record.item_id,
+        "sample": record.sample,
+        "truncated": record.truncated,
+        "finish_reason": record.finish_reason,
+        "completion_tokens": record.usage.completion_tokens if record.usage else None,
+        "content_chars": len(record.content or ""),
+        "reasoning_chars": len(record.reasoning or ""),
+        "latency_s": record.latency_s,
+    }

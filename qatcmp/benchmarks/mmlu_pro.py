@@ -77,3 +77,165 @@ def build_messages(item: MmluProItem) -> list[dict[str, str]]:
         category=item.category, question=item.question, options=format_options(item.options)
     )
     return [{"role": "user", "content": text}]
+
+
+# --------------------------------------------------------------------------- scoring
+#
+# Only the final answer (`content`) is scored, never the reasoning: a model that weighs
+# "(B)" and "(C)" while thinking has not answered either.
+
+import re  # noqa: E402  (kept with the scoring code it serves)
+from dataclasses import dataclass  # noqa: E402
+
+from qatcmp.records import ScoreRecord, TranscriptRecord  # noqa: E402
+
+EXTRACT_MODES = ("default", "official")
+
+# TIGER-Lab's cascade (compute_accuracy.py / evaluate_from_api.py), verbatim patterns.
+_OFFICIAL_ANSWER_IS = re.compile(r"answer is \(?([A-J])\)?")
+_OFFICIAL_ANSWER_COLON = re.compile(r".*[aA]nswer:\s*([A-J])")
+_OFFICIAL_LAST_LETTER = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
+
+# Default mode. A letter counts only when it stands alone: "(C)", "C", "C.", "C:" - never
+# the first letter of a word ("Actually", "Both"). A bare "A"/"I" followed by a lowercase word
+# is the article or the pronoun ("the answer is I think...").
+_LETTER = (
+    r"(?!(?:A|I)\s+(?!is\b|was\b|because\b|since\b|as\b|and\b|seems\b|appears\b)[a-z])"
+    r"\(?\[?([A-J])\]?\)?(?![A-Za-z0-9])"
+)
+_DEFAULT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("boxed", re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\)?\s*\}")),
+    (
+        "answer_is",
+        re.compile(
+            r"answer\s+(?:is|would\s+be|should\s+be|must\s+be)\s*"
+            r"(?:therefore\s+|thus\s+|clearly\s+|likely\s+|probably\s+|definitely\s+)?"
+            r":?\s*(?:option\s+|choice\s+)?"
+            + _LETTER,
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "answer_colon",
+        re.compile(r"\banswer\s*(?:\(?[A-J]-[A-J]\)?)?\s*[:：]\s*(?:option\s+|choice\s+)?" + _LETTER, re.IGNORECASE),
+    ),
+    (
+        "option_is_correct",
+        re.compile(
+            r"\b(?:option|choice)\s+\(?([A-J])\)?\s+(?:is|would\s+be)\s+(?:the\s+)?(?:correct|right|best)",
+            re.IGNORECASE,
+        ),
+    ),
+)
+# A last line that is only a letter, maybe with the option's text: "(C)", "**C**", "C. 42 m/s".
+_FINAL_LINE_LETTER = re.compile(r"^\s*(?:[-*>#]+\s*)?\(?([A-J])\)?(?:[.:)]\s.*|[.:)]?)\s*$")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    letter: str | None
+    rule: str  # which rule matched, "none" if nothing did
+    detail: str = ""
+
+
+def extract_official(text: str) -> Extraction:
+    """TIGER-Lab's cascade exactly: rule 1 first match, then rule 2, then the last standalone
+    capital A-J. No random guess when nothing matches."""
+    text = text.replace("**", "")
+    match = _OFFICIAL_ANSWER_IS.search(text)
+    if match:
+        return Extraction(match.group(1), "answer_is")
+    match = _OFFICIAL_ANSWER_COLON.search(text)
+    if match:
+        return Extraction(match.group(1), "answer_colon")
+    match = _OFFICIAL_LAST_LETTER.search(text)
+    if match:
+        return Extraction(match.group(0), "last_letter")
+    return Extraction(None, "none", "no letter found")
+
+
+def extract_default(text: str, n_options: int = 10) -> Extraction:
+    """The letter a human reader would take as the answer: the last explicit answer statement
+    ("The answer is (X)", "Answer: X", a boxed letter), else a last line that is just a letter.
+    Letters beyond the question's options are not answers."""
+    valid = LETTERS[:n_options]
+    text = _plain(text)
+    candidates: list[tuple[int, str, str]] = []  # (position, letter, rule)
+    for rule, pattern in _DEFAULT_PATTERNS:
+        candidates.extend((m.start(), m.group(1), rule) for m in pattern.finditer(text))
+    if not candidates:
+        letter = _final_line_letter(text)
+        if letter:
+            candidates.append((len(text), letter, "final_line_letter"))
+    if not candidates:
+        return Extraction(None, "none", "no answer statement found")
+    in_range = [c for c in candidates if c[1] in valid]
+    if not in_range:
+        letters = ", ".join(sorted({c[1] for c in candidates}))
+        return Extraction(None, "none", f"letter {letters} beyond the {n_options} options")
+    _, letter, rule = max(in_range, key=lambda c: c[0])
+    return Extraction(letter, rule)
+
+
+def _plain(text: str) -> str:
+    """Markdown and LaTeX dressing removed: **(C)**, __C__, $\\textbf{C}$, `C`."""
+    text = text.replace("**", "").replace("__", "").replace("`", "")
+    text = re.sub(r"\\text(?:bf|rm)?\{([^{}]*)\}", r"\1", text)
+    return text.replace("$", "")
+
+
+def _final_line_letter(text: str) -> str | None:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    match = _FINAL_LINE_LETTER.match(lines[-1])
+    return match.group(1) if match else None
+
+
+def extract(text: str, *, mode: str, n_options: int = 10) -> Extraction:
+    if mode == "official":
+        return extract_official(text)
+    if mode == "default":
+        return extract_default(text, n_options)
+    raise ValueError(f"unknown extraction mode {mode!r} (use one of {', '.join(EXTRACT_MODES)})")
+
+
+def score(record: TranscriptRecord, item: MmluProItem, *, mode: str = "default") -> ScoreRecord:
+    """The score of one transcript record (an error record is scored as `server_error`)."""
+    base = _score_base(record, item)
+    if not record.ok:
+        return ScoreRecord(**base, correct=False, status="server_error",
+                           detail=f"no answer from the server: {record.error_kind or record.error}")
+    content = record.content or ""
+    if not content.strip():
+        if record.truncated:
+            return ScoreRecord(**base, correct=False, status="truncated",
+                               detail="hit the token budget before giving an answer")
+        return ScoreRecord(**base, correct=False, status="no_answer", detail="empty answer")
+    found = extract(content, mode=mode, n_options=len(item.options))
+    if found.letter is None:
+        status = "truncated" if record.truncated else "no_answer"
+        detail = found.detail + ("; hit the token budget" if record.truncated else "")
+        return ScoreRecord(**base, correct=False, status=status, detail=detail)
+    correct = found.letter == item.answer
+    return ScoreRecord(
+        **base, correct=correct, status="answered", extracted=found.letter,
+        extraction_rule=found.rule,
+        detail=f"{found.letter} {'=' if correct else '!='} {item.answer}",
+    )
+
+
+def _score_base(record: TranscriptRecord, item: MmluProItem) -> dict[str, Any]:
+    return {
+        "model": record.model,
+        "benchmark": record.benchmark,
+        "item_id": record.item_id,
+        "sample": record.sample,
+        "category": item.category,
+        "truncated": record.truncated,
+        "finish_reason": record.finish_reason,
+        "completion_tokens": record.usage.completion_tokens if record.usage else None,
+        "content_chars": len(record.content or ""),
+        "reasoning_chars": len(record.reasoning or ""),
+        "latency_s": record.latency_s,
+    }
