@@ -320,7 +320,18 @@ class Runner:
             if current_model is not None and batch[0].model != current_model:
                 self.summary.model_switches += 1
             current_model = batch[0].model
-            await asyncio.gather(*(self._run_unit(unit, client, limit, scheduler) for unit in batch))
+            await self._run_batch(batch, client, limit, scheduler)
+
+    async def _run_batch(self, batch: list[WorkUnit], client: ChatClient, limit: asyncio.Semaphore, scheduler: Scheduler) -> None:
+        tasks = [asyncio.create_task(self._run_unit(unit, client, limit, scheduler)) for unit in batch]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # On abort or Ctrl-C, stop the requests still in flight: their answers are not
+            # written, and the same command asks them again.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_unit(self, unit: WorkUnit, client: ChatClient, limit: asyncio.Semaphore, scheduler: Scheduler) -> None:
         async with limit:

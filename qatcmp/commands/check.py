@@ -107,6 +107,8 @@ async def check_model(config: Config, model: ModelConfig, client: ChatClient, ma
 
 def print_table(results: list[CheckResult]) -> None:
     console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=200)  # a log file: don't wrap the table
     table = Table(title="qatcmp check")
     for column in ("variant", "server", "reachable", "listed", "reasoning", "finish", "latency", "answer", "status"):
         table.add_column(column)
