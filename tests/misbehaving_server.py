@@ -62,6 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ behaviours
 
     def _b_ok(self, body: dict[str, Any], arg: str) -> None:
+        time.sleep(self.server.owner.delay)
         if body.get("stream"):
             self._sse_answer(body)
         else:
@@ -211,9 +212,10 @@ class MisbehavingServer:
         def handle_error(self, request, client_address) -> None:
             pass  # the client hung up (a timeout test): expected, not worth a traceback
 
-    def __init__(self, models: list[str] | None = None, api_key: str | None = None):
+    def __init__(self, models: list[str] | None = None, api_key: str | None = None, delay: float = 0.0):
         self.models = models or ["test-model"]
         self.api_key = api_key
+        self.delay = delay  # seconds before every answer, to keep a run busy
         self.script: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
