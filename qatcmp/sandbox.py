@@ -213,8 +213,7 @@ class Sandbox:
             output, verdict_raw, reason = self._collect(proc, result_r, started)
         finally:
             os.close(result_r)
-            _kill_group(proc)
-            proc.wait()
+            _end_everything(proc, namespaced=self.protections.namespaces)
         return self._verdict(proc, output, verdict_raw, reason, token, time.monotonic() - started)
 
     def _job_document(self, job: Job) -> dict:
@@ -351,11 +350,38 @@ def _exit_description(code: int | None, output: str) -> str:
     return f"exited (code {code}) before the tests finished{suffix}"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """The child is a session leader: its group is everything it started that did not
-    leave the session (and with a PID namespace, the namespace dies with it)."""
+def _end_everything(proc: subprocess.Popen, *, namespaced: bool) -> None:
+    """Kill what the sample started and wait until it is gone.
+
+    With a PID namespace, killing the namespace's first process (unshare's child) makes the
+    kernel kill every process in it, and unshare returns only once they are all gone - so
+    kill that one first and wait for unshare. Then the session's process group, for
+    whatever did not leave the session."""
+    if namespaced and proc.poll() is None:
+        for child in _children(proc.pid):
+            _kill(child)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -1,0 +1,76 @@
+"""qatcmp score: score a run's transcripts offline (answer extraction, sandboxed code)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from qatcmp.errors import ConfigError
+from qatcmp.records import ScoreRecord
+from qatcmp.rundir import RunDir
+from qatcmp.sandbox import Limits, Sandbox
+from qatcmp.scoring import EXTRACT_MODES, score_run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a run's transcripts (writes scores.jsonl)",
+        description="Score every transcript of a run folder without any server: MMLU-Pro by "
+        "answer extraction, HumanEval by running the extracted code in a sandbox. Writes "
+        "RUN/scores.jsonl and RUN/scores.meta.json; the transcripts are only read.",
+    )
+    p.add_argument("run", help="the run folder (runs/NAME)")
+    p.add_argument(
+        "--extract", choices=EXTRACT_MODES, default="default",
+        help="MMLU-Pro answer extraction: 'default' (robust to chat answers, last answer "
+        "statement wins) or 'official' (TIGER-Lab's three-rule cascade, no random guess)",
+    )
+    p.add_argument("--jobs", type=int, default=None, help="HumanEval samples run in parallel (default: CPU count)")
+    p.add_argument("--timeout", type=float, default=Limits.wall_s,
+                   help=f"wall-clock limit per HumanEval sample, seconds (default {Limits.wall_s:g})")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    if args.timeout <= 0:
+        raise ConfigError("--timeout must be positive")
+    console = Console()
+    rd = RunDir(args.run)
+    rd.require()
+    limits = Limits(wall_s=args.timeout, cpu_s=max(1, int(args.timeout + 0.999)))
+    sandbox = Sandbox(limits)
+    started = time.monotonic()
+    scores = score_run(rd, mode=args.extract, jobs=args.jobs, sandbox=sandbox)
+    elapsed = time.monotonic() - started
+    if any(s.benchmark == "humaneval" for s in scores):
+        console.print(f"sandbox protections: {sandbox.protections.describe()}")
+    console.print(summary_table(scores, args.extract))
+    console.print(f"{len(scores)} records scored in {elapsed:.1f} s -> {rd.scores}")
+    return 0
+
+
+def summary_table(scores: list[ScoreRecord], mode: str) -> Table:
+    table = Table(title=f"scores (MMLU-Pro extraction: {mode})")
+    for column in ("model", "benchmark", "records", "correct", "truncated", "statuses", "decided by"):
+        table.add_column(column)
+    groups: dict[tuple[str, str], list[ScoreRecord]] = {}
+    for s in scores:
+        groups.setdefault((s.model, s.benchmark), []).append(s)
+    for (model, benchmark), group in sorted(groups.items()):
+        correct = sum(s.correct for s in group)
+        statuses = Counter(s.status for s in group)
+        rules = Counter(s.extraction_rule for s in group)
+        table.add_row(
+            model, benchmark, str(len(group)), f"{correct} ({correct / len(group):.1%})",
+            str(sum(s.truncated for s in group)),
+            ", ".join(f"{k} {v}" for k, v in statuses.most_common()),
+            ", ".join(f"{k} {v}" for k, v in rules.most_common()),
+        )
+    return table

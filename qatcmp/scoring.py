@@ -1,0 +1,124 @@
+"""The score stage: transcripts in, scores.jsonl out. No server, and the transcripts are
+only read, so scoring again with other options is always safe.
+
+Every transcript record gets one score record, error records included (status
+`server_error`); how to count those is the report's decision, not ours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from qatcmp import __version__
+from qatcmp.benchmarks import humaneval, mmlu_pro
+from qatcmp.errors import ConfigError, DataError
+from qatcmp.records import HumanEvalItem, MmluProItem, ScoreRecord, TranscriptRecord, utcnow
+from qatcmp.rundir import RunDir, write_json_atomic, write_jsonl_atomic
+from qatcmp.sandbox import Limits, Sandbox
+
+EXTRACT_MODES = mmlu_pro.EXTRACT_MODES
+SCORES_META = "scores.meta.json"
+
+
+def score_run(
+    run_dir: Path | RunDir,
+    *,
+    mode: str = "default",
+    jobs: int | None = None,
+    sandbox: Sandbox | None = None,
+) -> list[ScoreRecord]:
+    """Score every transcript record of a run; write scores.jsonl and scores.meta.json."""
+    if mode not in EXTRACT_MODES:
+        raise ConfigError(f"unknown extraction mode {mode!r} (use {' or '.join(EXTRACT_MODES)})")
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rd.read_manifest()  # a run folder, readable
+    items = {(item.benchmark, item.item_id): item for item in rd.read_items()}
+    order = {key: index for index, key in enumerate(items)}
+    transcripts = sorted(rd.read_transcripts(), key=lambda r: _sort_key(r, order))
+
+    mmlu = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "mmlu_pro"]
+    code = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "humaneval"]
+    scores = [mmlu_pro.score(r, item, mode=mode) for r, item in mmlu]  # type: ignore[arg-type]
+    protections = None
+    if code:
+        sandbox = sandbox or Sandbox(Limits())
+        protections = sandbox.protections.names()
+        scores += humaneval.score_many(code, sandbox=sandbox, workers=jobs)  # type: ignore[arg-type]
+    scores.sort(key=lambda s: _sort_key(s, order))
+
+    write_jsonl_atomic(rd.scores, scores)
+    write_json_atomic(rd.path / SCORES_META, _meta(scores, mode, protections))
+    return scores
+
+
+def ensure_scores(run_dir: Path | RunDir, *, mode: str = "default") -> list[ScoreRecord]:
+    """The run's scores: those on disk if they are up to date and made with this mode,
+    else freshly made."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if scores_are_current(rd, mode):
+        return rd.read_scores()
+    return score_run(rd, mode=mode)
+
+
+def scores_are_current(rd: RunDir, mode: str) -> bool:
+    meta = read_scores_meta(rd)
+    if not rd.scores.is_file() or meta is None or meta.get("mode") != mode:
+        return False
+    scored = rd.scores.stat().st_mtime_ns
+    inputs = [*rd.transcript_files(), rd.items]
+    return all(path.stat().st_mtime_ns < scored for path in inputs if path.exists())
+
+
+def read_scores_meta(rd: RunDir) -> dict[str, Any] | None:
+    path = rd.path / SCORES_META
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def rule_counts(scores: list[ScoreRecord]) -> dict[str, dict[str, int]]:
+    """How many answers each extraction rule decided, per model and benchmark."""
+    counts: dict[str, Counter[str]] = {}
+    for s in scores:
+        counts.setdefault(f"{s.model}/{s.benchmark}", Counter())[s.extraction_rule] += 1
+    return {key: dict(sorted(c.items())) for key, c in sorted(counts.items())}
+
+
+def status_counts(scores: list[ScoreRecord]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter[str]] = {}
+    for s in scores:
+        counts.setdefault(f"{s.model}/{s.benchmark}", Counter())[s.status] += 1
+    return {key: dict(sorted(c.items())) for key, c in sorted(counts.items())}
+
+
+def _meta(scores: list[ScoreRecord], mode: str, protections: list[str] | None) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "scored_at": utcnow().isoformat(),
+        "qatcmp_version": __version__,
+        "records": len(scores),
+        "sandbox_protections": protections,
+        "extraction_rules": rule_counts(scores),
+        "statuses": status_counts(scores),
+    }
+
+
+def _item_for(record: TranscriptRecord, items: dict[tuple[str, str], Any]) -> MmluProItem | HumanEvalItem:
+    item = items.get((record.benchmark, record.item_id))
+    if item is None:
+        raise DataError(
+            f"transcript of {record.model} answers {record.benchmark} item {record.item_id}, "
+            "which is not in items.jsonl"
+        )
+    return item
+
+
+def _sort_key(record: TranscriptRecord | ScoreRecord, order: dict[tuple[str, str], int]) -> tuple:
+    return (record.model, record.benchmark, order.get((record.benchmark, record.item_id), 0), record.sample)
