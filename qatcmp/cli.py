@@ -19,6 +19,7 @@ from qatcmp.errors import QatcmpError
 COMMAND_MODULES = [
     "run",
     "check",
+    "demo",
     "score",
 
 ]

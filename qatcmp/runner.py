@@ -78,7 +78,9 @@ def build_spec(config: Config, models: list[ModelConfig], plans: list[BenchmarkP
         seed=seed,
         samples=samples,
         models={
-            m.name: {"server": m.server, "base_url": config.server(m.server).base_url, "body": request_template(config, m, seed)}
+            # The server's address is left out: moving a server to another port does not
+            # change the experiment (the manifest records where each server was).
+            m.name: {"server": m.server, "body": request_template(config, m, seed)}
             for m in models
         },
     )
