@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "check",
     "demo",
     "score",
+    "stats",
+    "plan",
 
 ]
 

@@ -1,0 +1,64 @@
+"""qatcmp stats: paired statistics and the report for a run, or a totals-only report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qatcmp.errors import ConfigError
+from qatcmp.report import Report, build_counts_report, build_report, format_summary, write_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="paired statistics and the report (report.json, report.md, plots) for a run",
+        description="Score the run if needed, then compare the variants on the questions they "
+        "all answered: accuracy with Wilson intervals, paired differences with Tango intervals, "
+        "McNemar exact and mid-p with Holm adjustment, equivalence within a margin, power. "
+        "Writes report.json, report.md and PNG plots into the run folder. With --counts, works "
+        "from totals only (as in a published table).",
+    )
+    p.add_argument("run", nargs="?", help="run folder, e.g. runs/gemma4-quants")
+    p.add_argument("--reference", metavar="MODEL", help="compare each other variant with this one (default: every pair)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--margin", type=float, default=0.05, help="equivalence margin as a proportion (default 0.05 = ±5 points)")
+    p.add_argument(
+        "--counts",
+        metavar="SPEC",
+        help="totals only, e.g. 'humaneval:6bit=98/100,qat8=90/100;mmlu_pro:6bit=29/50,qat8=26/50'",
+    )
+    p.add_argument("--out", metavar="DIR", help="with --counts: also write report.json, report.md and plots here")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.counts is not None:
+        if args.run:
+            raise ConfigError("give either a run folder or --counts, not both")
+        report = build_counts_report(args.counts, reference=args.reference, alpha=args.alpha, margin=args.margin)
+        written = None
+        if args.out:
+            write_report(report, Path(args.out))
+            written = Path(args.out)
+    else:
+        if not args.run:
+            raise ConfigError("give a run folder (qatcmp stats runs/NAME) or --counts")
+        if args.out:
+            raise ConfigError("--out is for --counts; a run's report is written into its folder")
+        report = build_report(args.run, reference=args.reference, alpha=args.alpha, margin=args.margin)
+        written = Path(args.run)
+    _print(report, written, as_json=args.json)
+    return 0
+
+
+def _print(report: Report, written: Path | None, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    print(format_summary(report))
+    if written is not None:
+        files = ", ".join(["report.md", "report.json", *report.plots])
+        print(f"\nWrote {files} in {written}")
