@@ -26,6 +26,7 @@ from qatcmp.rundir import RunDir, write_json_atomic, write_text_atomic
 from qatcmp.stats import (
     PairedTable,
     clustered_accuracy,
+    clustered_paired_difference,
     cochran_q,
     equivalence_tost,
     holm,
@@ -122,6 +123,10 @@ class PairResult(ReportModel):
     verdict: Literal["difference", "small_difference", "equivalent", "inconclusive", "unpaired"]
     sentence: str
     power: PairPower | None = None
+    # K > 1 samples: the mean per-question pass-rate difference over all samples, with a
+    # normal interval from the spread of per-question differences (question = cluster).
+    diff_all_samples: float | None = None
+    diff_all_samples_ci95: Interval | None = None
     z_test_p: float
     chi2_p: float
     chi2_yates_p: float
@@ -363,6 +368,21 @@ def paired_result(
     )
 
 
+def _pass_rates(records: Sequence[ScoreRecord]) -> dict[str, float]:
+    grouped = _by_question(r for r in records if r.status != SERVER_ERROR)
+    return {item: sum(r.correct for r in rs) / len(rs) for item, rs in grouped.items()}
+
+
+def _add_all_samples_diff(pair: PairResult, records_a: Sequence[ScoreRecord], records_b: Sequence[ScoreRecord]) -> None:
+    rates_a, rates_b = _pass_rates(records_a), _pass_rates(records_b)
+    shared = sorted(set(rates_a) & set(rates_b))
+    if len(shared) < 2:
+        return
+    result = clustered_paired_difference([rates_a[q] for q in shared], [rates_b[q] for q in shared])
+    pair.diff_all_samples = result.diff
+    pair.diff_all_samples_ci95 = result.ci
+
+
 def _adjust_and_judge(pairs: list[PairResult], label: str, alpha: float) -> None:
     for pair, adjusted, adjusted_exact in zip(
         pairs,
@@ -458,6 +478,8 @@ def benchmark_report(
     for a, b in comparison_pairs(present, reference if reference in present else None):
         pair = paired_result(a, b, outcomes[a], outcomes[b], results[a], results[b], alpha, margin)
         if pair is not None:
+            if max(results[a].samples, results[b].samples) > 1:
+                _add_all_samples_diff(pair, by_model[a], by_model[b])
             pairs.append(pair)
     _adjust_and_judge(pairs, label, alpha)
     report = BenchmarkReport(
@@ -901,7 +923,14 @@ def _pair_rows(bench: BenchmarkReport, margin: float) -> list[str]:
         ]
         for p in bench.pairs
     ]
-    return _table(header, rows)
+    lines = _table(header, rows)
+    clustered = [p for p in bench.pairs if p.diff_all_samples is not None]
+    if clustered:
+        lines += ["", f"Over all {bench.samples} samples per question (clustered by question):", "", *_table(
+            ["A vs B", "diff (points)", "95% CI"],
+            [[f"{p.a} vs {p.b}", points(p.diff_all_samples), _ci(p.diff_all_samples_ci95, signed=True)] for p in clustered],
+        )]
+    return lines
 
 
 def _independent_rows(bench: BenchmarkReport) -> list[str]:

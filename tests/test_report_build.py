@@ -271,6 +271,11 @@ def test_several_samples_per_question_cluster_and_pass_at_k():
     # Paired tests use sample 0 of each question: a right where c_i > 0, b always right.
     assert (pair.a_only, pair.b_only) == (0, 2)
     assert any("first answered sample" in note for note in report.benchmarks[0].notes)
+    # Over all samples: mean per-question pass-rate difference, clustered by question.
+    differences = rates - 0.25
+    assert pair.diff_all_samples == pytest.approx(differences.mean())
+    half = 1.959964 * differences.std(ddof=1) / np.sqrt(10)
+    assert pair.diff_all_samples_ci95 == pytest.approx((differences.mean() - half, differences.mean() + half), abs=1e-5)
 
 
 def test_mmlu_and_humaneval_each_get_their_section():

@@ -15,6 +15,7 @@ from scipy.stats import norm
 from qatcmp.stats import (
     PairedTable,
     clustered_accuracy,
+    clustered_paired_difference,
     cochran_q,
     equivalence_tost,
     holm,
@@ -263,3 +264,13 @@ def test_independent_sample_size_matches_cohen_h_formula():
 def test_paired_sample_size_rejects_impossible_discordance():
     with pytest.raises(ValueError):
         paired_sample_size(0.10, 0.05)
+
+
+def test_clustered_paired_difference_matches_numpy():
+    a = [1.0, 0.5, 0.75, 0.0, 1.0]
+    b = [0.5, 0.5, 0.25, 0.25, 1.0]
+    d = np.array(a) - np.array(b)
+    result = clustered_paired_difference(a, b)
+    assert result.diff == pytest.approx(d.mean())
+    assert result.se == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)))
+    assert result.ci == pytest.approx((d.mean() - norm.ppf(0.975) * result.se, d.mean() + norm.ppf(0.975) * result.se))

@@ -10,8 +10,10 @@
 from qatcmp.stats.independent import IndependentTests, independent_tests
 from qatcmp.stats.multi import CochranQ, cochran_q, holm
 from qatcmp.stats.paired import (
+    ClusteredDifference,
     Equivalence,
     PairedTable,
+    clustered_paired_difference,
     equivalence_tost,
     mcnemar_exact_p,
     mcnemar_midp_p,
@@ -29,11 +31,13 @@ from qatcmp.stats.proportions import ClusteredAccuracy, clustered_accuracy, wils
 
 __all__ = [
     "ClusteredAccuracy",
+    "ClusteredDifference",
     "CochranQ",
     "Equivalence",
     "IndependentTests",
     "PairedTable",
     "clustered_accuracy",
+    "clustered_paired_difference",
     "cochran_q",
     "equivalence_tost",
     "holm",

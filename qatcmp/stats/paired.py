@@ -152,3 +152,29 @@ def phi_correlation(table: PairedTable) -> float | None:
     if denominator == 0:
         return None
     return (table.both * table.neither - table.a_only * table.b_only) / math.sqrt(denominator)
+
+
+@dataclass(frozen=True)
+class ClusteredDifference:
+    questions: int
+    diff: float
+    se: float
+    ci: tuple[float, float]
+
+
+def clustered_paired_difference(
+    rates_a: Sequence[float], rates_b: Sequence[float], confidence: float = 0.95
+) -> ClusteredDifference:
+    """With K answers per question: the mean of per-question pass-rate differences, with a
+    normal interval from their spread (the question is the unit, as for one model)."""
+    if len(rates_a) != len(rates_b):
+        raise ValueError("the two pass-rate lists must cover the same questions")
+    differences = [float(x) - float(y) for x, y in zip(rates_a, rates_b)]
+    count = len(differences)
+    if count < 2:
+        raise ValueError("a clustered difference needs at least two questions")
+    mean = sum(differences) / count
+    variance = sum((d - mean) ** 2 for d in differences) / (count - 1)
+    se = math.sqrt(variance / count)
+    half = z_value(confidence) * se
+    return ClusteredDifference(count, mean, se, (max(-1.0, mean - half), min(1.0, mean + half)))
