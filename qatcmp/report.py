@@ -862,17 +862,24 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]
 
 
 def _overview(report: Report) -> list[str]:
-    """The motivating post's table: model x benchmark, accuracy with correct/total."""
-    header = ["model", *(b.label for b in report.benchmarks)]
+    """The motivating post's table (model x benchmark, accuracy with correct/total), with
+    each benchmark's interval and truncation count next to it."""
+    header = ["model"]
+    for bench in report.benchmarks:
+        header += [bench.label, "95% CI", "truncated"]
     rows = []
     for model in report.models:
         cells: list[object] = [model]
         for bench in report.benchmarks:
             found = next((r for r in bench.models if r.model == model), None)
-            cells.append(
-                "—" if found is None or found.accuracy is None
-                else f"{_pct(found.accuracy)} ({found.correct}/{found.n})"
-            )
+            if found is None or found.accuracy is None:
+                cells += ["—", "—", "—"]
+                continue
+            cells += [
+                f"{_pct(found.accuracy)} ({found.correct}/{found.n})",
+                _ci(found.ci95),
+                "—" if found.truncated is None else found.truncated,
+            ]
         rows.append(cells)
     return _table(header, rows)
 

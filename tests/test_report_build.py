@@ -170,6 +170,22 @@ def test_server_errors_are_counted_but_left_out_of_accuracy_and_pairs():
     assert any("server_error" in note for note in bench.notes)
 
 
+def test_a_model_the_server_never_answered_gets_no_pairs_but_a_row(tmp_path):
+    scores = scores_from_wrong({"a": {0}, "b": {1}}, 10) + [
+        score("down", q, False, status="server_error") for q in range(10)
+    ]
+    report = build_report_from_scores(scores, models=["a", "b", "down"])
+    bench = report.benchmarks[0]
+    down = bench.models[2]
+    assert (down.n, down.errors, down.accuracy, down.ci95) == (0, 10, None, None)
+    assert [(p.a, p.b) for p in bench.pairs] == [("a", "b")]
+    assert bench.cochran_q is None  # no question all three answered
+    from qatcmp.report import write_report
+
+    write_report(report, tmp_path)  # plots and markdown cope with the empty row
+    assert "| down | — |" in (tmp_path / "report.md").read_text()
+
+
 def test_truncation_and_no_answer_counts_and_accuracy_without_truncated():
     scores = scores_from_wrong({"short": {0}, "long": {0, 1, 2, 3, 4}}, 40, benchmark="mmlu_pro")
     for s in scores:

@@ -61,7 +61,7 @@ def test_counts_reproduce_the_reference_numbers(tmp_path, capsys):
     # to 0.022 (9 vs 1 would be 0.012; 10 vs 2 is the most disagreement possible).
     assert "between 0.004 and 0.022" in pair["sentence"]
     assert "(8 to 12)" in pair["sentence"]
-    assert "| 6bit | 98.0% (98/100) | 58.0% (29/50) |" in (tmp_path / "c" / "report.md").read_text()
+    assert "| 6bit | 98.0% (98/100) | [93.0, 99.4] | — | 58.0% (29/50) | [44.2, 70.6] | — |" in (tmp_path / "c" / "report.md").read_text()
 
 
 def test_counts_without_out_writes_nothing(tmp_path, capsys, monkeypatch):
