@@ -438,6 +438,8 @@ def pair_sentence(pair: PairResult, label: str, *, several: bool) -> str:
     if pair.verdict == "equivalent":
         return f"{head}, {tests} — equivalent within {margin}"
     tail = f"not distinguishable at {pair.n} questions"
+    if pair.flips == 0:
+        return f"{head}, {tests} — {tail}: the models agreed on every question, too few to show equivalence within {margin}"
     power = pair.power
     if power is not None and power.n_needed is not None:
         tail += (
@@ -1017,7 +1019,11 @@ def _power_lines(bench: BenchmarkReport) -> list[str]:
         power = pair.power
         if power is None:
             continue
-        mde = "not reachable" if power.mde is None else f"{power.mde * 100:.1f} points"
+        mde = (
+            "none (not even if every disagreement went one way)"
+            if power.mde is None
+            else f"{power.mde * 100:.1f} points"
+        )
         needed = (
             f"{power.n_needed} questions would detect {power.delta * 100:.1f} points"
             if power.n_needed is not None

@@ -238,6 +238,12 @@ def test_inconclusive_sentence_sizes_the_study_and_never_says_no_difference():
         assert "no difference" not in text.lower()
 
 
+def test_identical_answers_on_few_questions_are_not_called_equivalent():
+    pair = build_report_from_scores(scores_from_wrong({"a": {0, 1}, "b": {0, 1}}, 6)).benchmarks[0].pairs[0]
+    assert (pair.diff, pair.mcnemar_midp_p, pair.verdict) == (0, 1.0, "inconclusive")
+    assert pair.sentence.endswith("not distinguishable at 6 questions: the models agreed on every question, too few to show equivalence within ±5 points")
+
+
 def test_categories_only_when_large_enough():
     n = 2 * MIN_CATEGORY_QUESTIONS + 30
     category = lambda q: "math" if q < MIN_CATEGORY_QUESTIONS else ("law" if q < 2 * MIN_CATEGORY_QUESTIONS else "history")  # noqa: E731
