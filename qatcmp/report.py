@@ -125,6 +125,7 @@ class PairResult(ReportModel):
     power: PairPower | None = None
     # K > 1 samples: the mean per-question pass-rate difference over all samples, with a
     # normal interval from the spread of per-question differences (question = cluster).
+    samples: int = 1  # answers per question; the paired tests use the first one
     diff_all_samples: float | None = None
     diff_all_samples_ci95: Interval | None = None
     z_test_p: float
@@ -275,9 +276,11 @@ def _add_sample_statistics(
     rates = [sum(r.correct for r in rs) / len(rs) for rs in per_question.values()]
     clustered = clustered_accuracy(rates)
     result.clustered_se = None if math.isnan(clustered.se) else clustered.se
-    if result.clustered_se is not None:
+    if result.clustered_se:
         result.ci95 = clustered.ci
         result.ci95_method = "clustered"
+    # With no spread at all (every question all right, say) the clustered interval has zero
+    # width; the Wilson interval on the records then stays in place.
     pass_rates: dict[str, float] = {}
     for k in sorted({1, samples}):
         eligible = [rs for rs in per_question.values() if len(rs) >= k]
@@ -368,19 +371,21 @@ def paired_result(
     )
 
 
-def _pass_rates(records: Sequence[ScoreRecord]) -> dict[str, float]:
+def pass_rates(records: Sequence[ScoreRecord]) -> dict[str, float]:
+    """Per question, the share of its answered samples that were right."""
     grouped = _by_question(r for r in records if r.status != SERVER_ERROR)
     return {item: sum(r.correct for r in rs) / len(rs) for item, rs in grouped.items()}
 
 
 def _add_all_samples_diff(pair: PairResult, records_a: Sequence[ScoreRecord], records_b: Sequence[ScoreRecord]) -> None:
-    rates_a, rates_b = _pass_rates(records_a), _pass_rates(records_b)
+    rates_a, rates_b = pass_rates(records_a), pass_rates(records_b)
     shared = sorted(set(rates_a) & set(rates_b))
     if len(shared) < 2:
         return
     result = clustered_paired_difference([rates_a[q] for q in shared], [rates_b[q] for q in shared])
     pair.diff_all_samples = result.diff
     pair.diff_all_samples_ci95 = result.ci
+    pair.samples = max(len(rs) for rs in _by_question(records_a).values())
 
 
 def _adjust_and_judge(pairs: list[PairResult], label: str, alpha: float) -> None:
@@ -426,6 +431,16 @@ def _interval_text(interval: Interval | None) -> str:
 def pair_sentence(pair: PairResult, label: str, *, several: bool) -> str:
     """One plain-language sentence. A non-significant difference is never called "no
     difference": it is either shown equivalent within the margin, or undecided."""
+    sentence = _paired_sentence(pair, label, several=several)
+    if pair.diff_all_samples is not None:
+        sentence += (
+            f" (first sample per question; over all {pair.samples} samples: "
+            f"{points(pair.diff_all_samples)} points{_interval_text(pair.diff_all_samples_ci95)})"
+        )
+    return sentence
+
+
+def _paired_sentence(pair: PairResult, label: str, *, several: bool) -> str:
     head = f"{pair.a} vs {pair.b}, {label}: {points(pair.diff)} points{_interval_text(pair.diff_ci95)}"
     margin = f"±{pair.equivalence_margin * 100:g} points"
     tests = f"McNemar mid-p {format_p(pair.mcnemar_midp_p)}"

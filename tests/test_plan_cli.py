@@ -81,3 +81,23 @@ def test_plan_user_errors(capsys, argv, fragment):
     code = main(["plan", *argv])
     err = capsys.readouterr().err
     assert code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_plan_from_a_pilot_with_samples_tells_what_more_samples_buy(tmp_path, capsys):
+    from test_report_build import score
+
+    # 40 questions x 4 samples; b is always right; a's answers vary within each question
+    # (pass rate 0.5 or 0.75, which samples rotating): mostly noise, so more samples help.
+    scores = [
+        score("a", q, (q + s) % 4 < (2 if q % 2 else 3), sample=s) for q in range(40) for s in range(4)
+    ] + [score("b", q, True, sample=s) for q in range(40) for s in range(4)]
+    run = make_run(tmp_path / "pilot", scores, ["a", "b"], samples=4)
+    row = plan_json(capsys, "--from", str(run), "--delta", "0.05")["rows"][0]
+    assert row["pilot_samples"] == 4
+    assert 0 <= row["fixed_share"] < 0.5
+    by_samples = row["questions_by_samples"]
+    assert list(by_samples) == ["1", "2", "4", "8", "16"]
+    assert by_samples["1"] > by_samples["2"] > by_samples["4"] > by_samples["16"]
+    assert any("samples per question" in n for n in row["notes"])
+    assert not any("tells which" in n for n in row["notes"])  # measured, not guessed
+    assert row["p"] == pytest.approx((100 / 160 + 1) / 2)  # all samples, not just the first

@@ -289,6 +289,8 @@ def test_several_samples_per_question_cluster_and_pass_at_k():
     assert a.ci95_method == "clustered"
     assert a.pass_at_k["1"] == pytest.approx(rates.mean())
     assert a.pass_at_k["4"] == pytest.approx(np.mean([c > 0 for c in right]))
+    b = report.benchmarks[0].models[1]  # right on sample 0 only: a quarter of every question
+    assert b.clustered_se == 0 and b.ci95_method == "wilson" and b.ci95[0] < 0.25 < b.ci95[1]
     pair = report.benchmarks[0].pairs[0]
     # Paired tests use sample 0 of each question: a right where c_i > 0, b always right.
     assert (pair.a_only, pair.b_only) == (0, 2)
@@ -298,6 +300,9 @@ def test_several_samples_per_question_cluster_and_pass_at_k():
     assert pair.diff_all_samples == pytest.approx(differences.mean())
     half = 1.959964 * differences.std(ddof=1) / np.sqrt(10)
     assert pair.diff_all_samples_ci95 == pytest.approx((differences.mean() - half, differences.mean() + half), abs=1e-5)
+    assert pair.samples == 4
+    assert pair.sentence.endswith(f"(first sample per question; over all 4 samples: {differences.mean() * 100:+.1f} points "
+                                  f"[{(differences.mean() - half) * 100:+.1f}, {(differences.mean() + half) * 100:+.1f}])")
 
 
 def test_mmlu_and_humaneval_each_get_their_section():

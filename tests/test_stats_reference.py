@@ -16,6 +16,8 @@ from qatcmp.stats import (
     PairedTable,
     clustered_accuracy,
     clustered_paired_difference,
+    clustered_sample_size,
+    variance_components,
     cochran_q,
     equivalence_tost,
     holm,
@@ -274,3 +276,38 @@ def test_clustered_paired_difference_matches_numpy():
     assert result.diff == pytest.approx(d.mean())
     assert result.se == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)))
     assert result.ci == pytest.approx((d.mean() - norm.ppf(0.975) * result.se, d.mean() + norm.ppf(0.975) * result.se))
+
+
+# ----------------------------------------------------------------- samples per question
+
+
+def test_variance_components_by_hand():
+    # K = 2; pass rates per question for A and B.
+    a, b = [1.0, 0.5, 0.0, 0.5], [0.5, 0.5, 0.0, 1.0]
+    within = sum(2 * (x * (1 - x) + y * (1 - y)) for x, y in zip(a, b)) / 4
+    d = np.array(a) - np.array(b)
+    components = variance_components(a, b, 2)
+    assert components.within == pytest.approx(within)
+    assert components.between == pytest.approx(max(0.0, d.var(ddof=1) - within / 2))
+
+
+def test_variance_components_separate_noise_from_fixed_differences():
+    rng = np.random.default_rng(3)
+    k, n = 4, 3000
+    # Pure noise: every question has the same 50% chance for both models.
+    noise = variance_components(rng.binomial(k, 0.5, n) / k, rng.binomial(k, 0.5, n) / k, k)
+    assert noise.within == pytest.approx(0.5, abs=0.02)
+    assert noise.between < 0.02
+    # Fixed: each model always right or always wrong on a question.
+    fixed = variance_components((rng.random(n) < 0.7) * 1.0, (rng.random(n) < 0.7) * 1.0, k)
+    assert fixed.within == 0 and fixed.between == pytest.approx(2 * 0.7 * 0.3, abs=0.03)
+    # More samples help the noisy case K-fold and the fixed case not at all.
+    assert clustered_sample_size(0.05, noise, 8) < clustered_sample_size(0.05, noise, 1) / 4
+    assert clustered_sample_size(0.05, fixed, 8) == clustered_sample_size(0.05, fixed, 1)
+
+
+def test_clustered_sample_size_formula():
+    components = variance_components([1.0, 0.5, 0.0, 0.5], [0.5, 0.5, 0.0, 1.0], 2)
+    z = norm.ppf(0.975) + norm.ppf(0.8)
+    expected = z**2 * (components.between + components.within / 3) / 0.1**2
+    assert clustered_sample_size(0.1, components, 3) == math.ceil(expected)

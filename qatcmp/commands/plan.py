@@ -9,12 +9,20 @@ import math
 from pydantic import BaseModel, Field
 
 from qatcmp.errors import ConfigError
-from qatcmp.stats import independent_mde, independent_sample_size, paired_mde, paired_sample_size
+from qatcmp.stats import (
+    clustered_sample_size,
+    independent_mde,
+    independent_sample_size,
+    paired_mde,
+    paired_sample_size,
+    variance_components,
+)
 
 # The size of each benchmark's full test set: a plan above it cannot be run as asked.
 BENCHMARK_SIZES = {"humaneval": 164, "mmlu_pro": 12032}
 BENCHMARK_LABELS = {"humaneval": "HumanEval", "mmlu_pro": "MMLU-Pro"}
 DEFAULT_P = 0.5  # accuracy for the independent design when not given: the most demanding
+SAMPLE_OPTIONS = (1, 2, 4, 8, 16)
 
 
 class PlanRow(BaseModel):
@@ -31,6 +39,11 @@ class PlanRow(BaseModel):
     n: int | None = None  # the --n asked about
     paired_mde: float | None = None  # smallest difference detectable with n (paired)
     independent_mde: float | None = None
+    # From a pilot with K >= 2 samples per question: how much of the per-question difference
+    # is fixed per question, and the questions needed with 1, 2, 4, ... samples each.
+    pilot_samples: int | None = None
+    fixed_share: float | None = None
+    questions_by_samples: dict[str, int] | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -174,13 +187,14 @@ def _row(source: str, discordance: float, p: float, args: argparse.Namespace, **
 def _rows_from_pilot(args: argparse.Namespace) -> list[PlanRow]:
     """One row per compared pair of the pilot: its discordance, and the pair's mean accuracy
     for the independent design unless --p is given."""
-    from qatcmp.report import build_report_from_scores, _scores_for
+    from qatcmp.report import _scores_for, build_report_from_scores
     from qatcmp.rundir import RunDir
 
     run = RunDir(args.pilot)
     manifest = run.read_manifest()
+    scores = _scores_for(run)
     report = build_report_from_scores(
-        _scores_for(run),
+        scores,
         models=list(manifest.spec.models),
         benchmarks=[b.name for b in manifest.spec.benchmarks],
         source=str(run.path),
@@ -191,12 +205,15 @@ def _rows_from_pilot(args: argparse.Namespace) -> list[PlanRow]:
         for pair in bench.pairs:
             if pair.n is None or pair.flips is None:
                 continue
-            p = args.p if args.p is not None else (pair.accuracy_a + pair.accuracy_b) / 2
+            accuracy = {m.model: m.accuracy for m in bench.models}  # all samples
+            p = args.p if args.p is not None else (accuracy[pair.a] + accuracy[pair.b]) / 2
             p = min(max(p, 0.01), 0.99)  # Cohen's h needs an accuracy strictly inside (0, 1)
             row = _row(f"pilot {bench.label} {pair.a} vs {pair.b}", pair.flips, p, args, benchmark=bench.benchmark)
             row.a, row.b, row.pilot_n = pair.a, pair.b, pair.n
             if pair.flips == 0:
                 row.notes.insert(0, "The pilot's variants never disagreed: no discordance to plan with.")
+            if bench.samples > 1 and args.delta:
+                _add_sample_options(row, scores, bench.benchmark, pair.a, pair.b, args)
             rows.append(row)
     if not rows:
         raise ConfigError(f"{args.pilot}: the pilot has no pair of variants that answered the same questions")
@@ -225,3 +242,51 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"  with {row.n} questions the smallest detectable difference is {paired} (paired); {independent} (independent)")
         lines.extend(f"  note: {note}" for note in row.notes)
     return "\n".join(lines)
+
+
+def _add_sample_options(row: PlanRow, scores, benchmark: str, a: str, b: str, args: argparse.Namespace) -> None:
+    """A pilot with several answers per question separates the noise within a question from
+    the differences fixed per question, which tells what more samples would buy."""
+    from qatcmp.report import pass_rates
+
+    def records(model: str):
+        return [s for s in scores if s.benchmark == benchmark and s.model == model]
+
+    answered_a, answered_b = records(a), records(b)
+    rates_a, rates_b = pass_rates(answered_a), pass_rates(answered_b)
+    counts: dict[str, int] = {}
+    for record in answered_a + answered_b:
+        if record.status != "server_error":
+            counts[f"{record.model}/{record.item_id}"] = counts.get(f"{record.model}/{record.item_id}", 0) + 1
+    shared = sorted(set(rates_a) & set(rates_b))
+    samples = min((counts[f"{m}/{q}"] for q in shared for m in (a, b)), default=0)
+    if samples < 2 or len(shared) < 2:
+        return
+    components = variance_components([rates_a[q] for q in shared], [rates_b[q] for q in shared], samples)
+    total = components.variance(1)
+    options = {
+        str(k): n
+        for k in SAMPLE_OPTIONS
+        if (n := clustered_sample_size(args.delta, components, k, args.alpha, args.power)) is not None
+    }
+    if not options or total <= 0:
+        return
+    row.pilot_samples = samples
+    row.fixed_share = components.between / total
+    row.questions_by_samples = options
+    listing = ", ".join(f"{k} → {n}" for k, n in options.items())
+    size = BENCHMARK_SIZES.get(benchmark)
+    note = (
+        f"From the pilot's {samples} samples per question, {row.fixed_share:.0%} of the variance of "
+        f"the one-answer difference is fixed per question. Questions needed by samples per "
+        f"question: {listing}."
+    )
+    if size is not None and options.get("1", 0) > size:
+        enough = [k for k, n in options.items() if n <= size]
+        note += (
+            f" {BENCHMARK_LABELS[benchmark]} has {size}: "
+            + (f"{enough[0]} samples per question would do." if enough else "no number of samples is enough.")
+        )
+    # The pilot measured what samples buy: drop the generic best-case/worst-case note.
+    row.notes = [n for n in row.notes if "A pilot with --samples 2 or more tells which" not in n]
+    row.notes.append(note)

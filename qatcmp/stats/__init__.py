@@ -22,10 +22,13 @@ from qatcmp.stats.paired import (
     tango_interval,
 )
 from qatcmp.stats.power import (
+    VarianceComponents,
+    clustered_sample_size,
     independent_mde,
     independent_sample_size,
     paired_mde,
     paired_sample_size,
+    variance_components,
 )
 from qatcmp.stats.proportions import ClusteredAccuracy, clustered_accuracy, wilson_interval
 
@@ -47,6 +50,9 @@ __all__ = [
     "mcnemar_exact_p",
     "mcnemar_midp_p",
     "paired_mde",
+    "VarianceComponents",
+    "clustered_sample_size",
+    "variance_components",
     "paired_sample_size",
     "paired_table",
     "phi_correlation",

@@ -8,6 +8,8 @@ only: Cohen's h with statsmodels' NormalIndPower.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from scipy.optimize import brentq
 from scipy.stats import norm
@@ -93,3 +95,61 @@ def independent_mde(n: int, p: float, alpha: float = 0.05, power: float = 0.8) -
     if angle < 0:
         return None
     return p - math.sin(angle / 2) ** 2
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """The variance of the per-question difference in pass rate between two models, split
+    into what is fixed per question (`between`) and the sampling noise of one answer from
+    each model (`within`). With K answers per question, Var = between + within / K: more
+    samples shrink only the second part."""
+
+    between: float
+    within: float
+    questions: int
+    samples: int
+
+    def variance(self, samples: int) -> float:
+        return self.between + self.within / samples
+
+
+def variance_components(
+    rates_a: Sequence[float], rates_b: Sequence[float], samples: int
+) -> VarianceComponents:
+    """Estimate the components from a pilot with `samples` (>= 2) answers per question, given
+    each question's pass rate for both models (method of moments)."""
+    if samples < 2:
+        raise ValueError("separating the noise within a question needs at least 2 samples")
+    if len(rates_a) != len(rates_b) or len(rates_a) < 2:
+        raise ValueError("need the pass rates of both models on the same questions (at least 2)")
+    # Unbiased per-question Bernoulli variance: p(1 - p)·K/(K - 1).
+    correction = samples / (samples - 1)
+    within = sum(
+        correction * (a * (1 - a) + b * (1 - b)) for a, b in zip(rates_a, rates_b)
+    ) / len(rates_a)
+    differences = [a - b for a, b in zip(rates_a, rates_b)]
+    mean = sum(differences) / len(differences)
+    observed = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    between = max(0.0, observed - within / samples)
+    return VarianceComponents(
+        between=float(between), within=float(within), questions=len(differences), samples=samples
+    )
+
+
+def clustered_sample_size(
+    delta: float,
+    components: VarianceComponents,
+    samples: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> int | None:
+    """Questions needed to detect delta with `samples` answers per question, the question as
+    the unit (normal approximation); None when the pilot showed no variance at all."""
+    _check_levels(alpha, power)
+    if delta == 0:
+        raise ValueError("the difference to detect must not be 0")
+    variance = components.variance(samples)
+    if variance <= 0:
+        return None
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return math.ceil(z**2 * variance / delta**2 - 1e-9)
