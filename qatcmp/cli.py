@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from qatcmp import __version__
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _terminate_like_ctrl_c()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded in run manifests: how the run was made
@@ -64,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (kill, timeout, a closing terminal) unwinds like Ctrl-C, so files are closed
+    and child servers (the demo's) are stopped instead of being orphaned."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        pass  # not the main thread (embedded use): leave signals alone
 
 
 def _debug_traceback() -> None:

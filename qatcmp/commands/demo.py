@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "thinking on, scores the answers and writes the report. Needs qatcmp[demo].",
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo; rerunning resumes)")
-    p.add_argument("--mmlu-pro", type=int, default=100, metavar="N", help="MMLU-Pro questions (default 100)")
-    p.add_argument("--humaneval", type=int, default=20, metavar="N", help="HumanEval problems (default 20)")
+    p.add_argument("--mmlu-pro", type=int, default=60, metavar="N", help="MMLU-Pro questions (default 60)")
+    p.add_argument("--humaneval", type=int, default=10, metavar="N", help="HumanEval problems (default 10)")
     p.add_argument("--samples", type=int, default=1, metavar="K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help=f"where the tiny models are built (default {DEFAULT_MODELS_DIR})")
