@@ -1014,6 +1014,7 @@ def render_markdown(report: Report) -> str:
             ]
         if bench.categories:
             out += ["### Per category", "", *_category_rows(bench), ""]
+            out += ["Per-category p-values are not adjusted for the number of categories: read them as descriptive.", ""]
         if bench.categories_note:
             out += [bench.categories_note, ""]
         out += [f"- {n}" for n in bench.notes] + ([""] if bench.notes else [])

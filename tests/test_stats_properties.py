@@ -22,7 +22,7 @@ counts = st.integers(min_value=0, max_value=200)
 tables = st.builds(PairedTable, counts, counts, counts, counts).filter(lambda t: t.n > 0)
 fast = settings(max_examples=150, deadline=None)
 # statsmodels' multipletests runs gc.collect() on every call (~60 ms): fewer examples.
-slow_call = settings(max_examples=30, deadline=None)
+slow_call = settings(max_examples=15, deadline=None)
 
 
 @fast
