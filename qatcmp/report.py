@@ -281,13 +281,13 @@ def _add_sample_statistics(
         result.ci95_method = "clustered"
     # With no spread at all (every question all right, say) the clustered interval has zero
     # width; the Wilson interval on the records then stays in place.
-    pass_rates: dict[str, float] = {}
+    by_k: dict[str, float] = {}
     for k in sorted({1, samples}):
         eligible = [rs for rs in per_question.values() if len(rs) >= k]
         if eligible:
             values = [pass_at_k(len(rs), sum(r.correct for r in rs), k) for rs in eligible]
-            pass_rates[str(k)] = sum(values) / len(values)
-    result.pass_at_k = pass_rates
+            by_k[str(k)] = sum(values) / len(values)
+    result.pass_at_k = by_k
 
 
 # --------------------------------------------------------------------------- pairs

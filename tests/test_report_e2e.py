@@ -77,7 +77,9 @@ def test_mmlu_scores_agree_with_a_plain_reading_of_the_answers(demo_run):
     assert checked > 0
 
 
-def test_stats_command_on_the_demo_run_with_a_reference(demo_run):
+def test_stats_command_scores_first_and_takes_a_reference(demo_run):
+    before = json.loads((demo_run / "report.json").read_text())
+    (demo_run / "scores.jsonl").unlink()  # "scores first if needed"
     result = subprocess.run(
         [sys.executable, "-m", "qatcmp", "stats", str(demo_run), "--reference", "8bit"],
         capture_output=True,
@@ -85,8 +87,13 @@ def test_stats_command_on_the_demo_run_with_a_reference(demo_run):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert (demo_run / "scores.jsonl").is_file()
     report = json.loads((demo_run / "report.json").read_text())
     assert report["reference"] == "8bit"
+    for old, new in zip(before["benchmarks"], report["benchmarks"]):
+        assert [(m["model"], m["correct"], m["n"]) for m in old["models"]] == [
+            (m["model"], m["correct"], m["n"]) for m in new["models"]
+        ]
     assert {(p["a"], p["b"]) for b in report["benchmarks"] for p in b["pairs"]} == {("4bit", "8bit"), ("6bit", "8bit")}
     markdown = (demo_run / "report.md").read_text()
     assert "| 4bit |" in markdown and "differences.png" in markdown
