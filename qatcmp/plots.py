@@ -53,20 +53,18 @@ def accuracy_figure(report: Report) -> Figure:
         positions = range(len(names))
         ax.bar(positions, values, color=[colour[n] for n in names], alpha=0.75, width=0.6)
         ax.errorbar(positions, values, yerr=[lows, highs], fmt="none", ecolor="black", capsize=6, linewidth=1.2)
-        for x, value, r in zip(positions, values, bench.models):
-            # Inside the bar when it is tall enough to hold the label, else above it.
-            inside = value >= 20
+        for x, value, high, r in zip(positions, values, highs, bench.models):
+            # Above the interval's top, where neither the bar nor the whisker covers it.
             ax.annotate(
                 f"{value:.1f}%\n{r.correct}/{r.n}",
-                (x, 2 if inside else value + 1),
+                (x, value + high + 1.5),
                 ha="center",
                 va="bottom",
                 fontsize=9,
-                color="white" if inside else "black",
-                fontweight="bold",
             )
         ax.set_xticks(list(positions), names, fontsize=10)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 118)  # room for the labels above an interval reaching 100%
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{bench.label} — 95% intervals", fontsize=11)
         ax.grid(axis="y", alpha=0.3)
