@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "check",
     "demo",
     "score",
+    "import_",
+    "export",
     "stats",
     "plan",
 

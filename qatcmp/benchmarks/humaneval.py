@@ -157,14 +157,14 @@ def _is_definition(node: ast.stmt, entry_point: str) -> bool:
 
 
 def _from_first_def(content: str, entry_point: str) -> str:
-    """Unfenced answers: from the first `import`/`def` line on, the longest prefix that
-    parses (prose after the code is dropped)."""
+    """Unfenced answers: from the first top-level `import`/`def`/`class` line on, the longest
+    prefix that parses (prose after the code is dropped)."""
     lines = content.splitlines()
     start = next(
-        (i for i, line in enumerate(lines) if re.match(rf"(def {re.escape(entry_point)}\s*\(|import |from \S+ import )", line)),
+        (i for i, line in enumerate(lines) if re.match(r"(def \w+\s*\(|class \w+|import \w|from \S+ import |@\w)", line)),
         None,
     )
-    if start is None:
+    if start is None or not re.search(rf"^def {re.escape(entry_point)}\s*\(", content, re.MULTILINE):
         return ""
     for end in range(len(lines), start, -1):
         chunk = "\n".join(lines[start:end])

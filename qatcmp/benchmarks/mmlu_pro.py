@@ -93,8 +93,17 @@ EXTRACT_MODES = ("default", "official")
 
 # TIGER-Lab's cascade (compute_accuracy.py / evaluate_from_api.py), verbatim patterns.
 _OFFICIAL_ANSWER_IS = re.compile(r"answer is \(?([A-J])\)?")
-_OFFICIAL_ANSWER_COLON = re.compile(r".*[aA]nswer:\s*([A-J])")
-_OFFICIAL_LAST_LETTER = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
+_OFFICIAL_ANSWER_COLON_PUBLISHED = re.compile(r".*[aA]nswer:\s*([A-J])")
+# Rule 2 as published backtracks over every start position: quadratic on long lines. Its
+# result is the first line holding an "answer: X" and, on it, the last one (greedy `.*`,
+# which stops at a newline); every occurrence is found, overlapping ones too.
+_ANSWER_COLON_ANYWHERE = re.compile(r"(?=[aA]nswer:\s*([A-J]))")
+# Rule 3 as published is `\b[A-J]\b(?!.*\b[A-J]\b)` with DOTALL: the leftmost standalone
+# letter with none after it, i.e. the last one. Taking the last match of `\b[A-J]\b` gives the
+# same letter in linear time (the published form is quadratic on long answers); a test checks
+# the two agree.
+_OFFICIAL_LAST_LETTER_PUBLISHED = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
+_STANDALONE_LETTER = re.compile(r"\b[A-J]\b")
 
 # Default mode. A letter counts only when it stands alone: "(C)", "C", "C.", "C:" - never
 # the first letter of a word ("Actually", "Both"). A bare "A"/"I" followed by a lowercase word
@@ -145,10 +154,39 @@ def extract_official(text: str) -> Extraction:
     match = _OFFICIAL_ANSWER_IS.search(text)
     if match:
         return Extraction(match.group(1), "answer_is")
-    match = _OFFICIAL_ANSWER_COLON.search(text)
-    if match:
-        return Extraction(match.group(1), "answer_colon")
-    match = _OFFICIAL_LAST_LETTER.search(text)
+    letter = _official_answer_colon(text)
+    if letter:
+        return Extraction(letter, "answer_colon")
+    last = None
+    for last in _STANDALONE_LETTER.finditer(text):
+        pass
+    if last:
+        return Extraction(last.group(0), "last_letter")
+    return Extraction(None, "none", "no letter found")
+
+
+def _official_answer_colon(text: str) -> str | None:
+    first_line = None
+    letter = None
+    for match in _ANSWER_COLON_ANYWHERE.finditer(text):
+        line = text.count("\n", 0, match.start())
+        if first_line is None:
+            first_line = line
+        elif line != first_line:
+            break
+        letter = match.group(1)
+    return letter
+
+
+def extract_official_published(text: str) -> Extraction:
+    """The cascade with the published regular expressions verbatim (slow on long answers):
+    the reference the fast version is tested against."""
+    text = text.replace("**", "")
+    for rule, pattern in (("answer_is", _OFFICIAL_ANSWER_IS), ("answer_colon", _OFFICIAL_ANSWER_COLON_PUBLISHED)):
+        match = pattern.search(text)
+        if match:
+            return Extraction(match.group(1), rule)
+    match = _OFFICIAL_LAST_LETTER_PUBLISHED.search(text)
     if match:
         return Extraction(match.group(0), "last_letter")
     return Extraction(None, "none", "no letter found")
