@@ -122,10 +122,15 @@ def detect_protections() -> Protections:
         user_flags = ["--user", "--map-root-user", *_NS_FLAGS]
         if os.geteuid() != 0 and _works([UNSHARE, *user_flags, "true"]):
             return Protections(namespaces=True, user_namespace=True, private_tmp=True)
-    return Protections(
-        sandbox_exec=sys.platform == "darwin" and os.path.exists(SANDBOX_EXEC),
-        in_process_guards=True,
-    )
+    return Protections(sandbox_exec=_sandbox_exec_works(), in_process_guards=True)
+
+
+def _sandbox_exec_works() -> bool:
+    """macOS: the profile is tried once on a harmless command; an OS that refuses it (the
+    tool is deprecated) leaves the in-process guards alone."""
+    if sys.platform != "darwin" or not os.path.exists(SANDBOX_EXEC):
+        return False
+    return _works([SANDBOX_EXEC, "-p", _macos_profile(Path(tempfile.gettempdir())), "/usr/bin/true"])
 
 
 def _works(cmd: list[str]) -> bool:
