@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from qatcmp.records import (
     MmluProItem,
     RunManifest,
     RunSpec,
+    ScoreRecord,
     TranscriptRecord,
     utcnow,
 )
@@ -143,39 +145,22 @@ def _sha256(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def agreement_with_published_pred(rd: RunDir, scores: list[Any]) -> dict[str, Any]:
+def agreement_with_published_pred(rd: RunDir, scores: list[ScoreRecord]) -> dict[str, Any]:
     """How the letters of an official-mode scoring compare with the published `pred`: the
     acceptance check is zero disagreements where rule 1 ("answer is (X)") decided."""
     preds = {(t.model, t.item_id): getattr(t, "pred", None) for t in rd.read_transcripts()}
-    by_rule: dict[str, int] = {}
-    agree = disagree = 0
-    examples: list[str] = []
-    for s in scores:
-        by_rule[s.extraction_rule] = by_rule.get(s.extraction_rule, 0) + 1
-        if s.extraction_rule != "answer_is":
-            continue
-        pred = preds.get((s.model, s.item_id))
-        if pred == s.extracted:
-            agree += 1
-        else:
-            disagree += 1
-            if len(examples) < 5:
-                examples.append(f"{s.item_id}: qatcmp {s.extracted}, published {pred}")
-    published_correct = sum(1 for s in scores if preds.get((s.model, s.item_id)) == _answer_of(rd, s.item_id))
+    answers = {i.item_id: i.answer for i in rd.read_items() if isinstance(i, MmluProItem)}
+    by_rule = Counter(s.extraction_rule for s in scores)
+    rule1 = [s for s in scores if s.extraction_rule == "answer_is"]
+    different = [s for s in rule1 if preds.get((s.model, s.item_id)) != s.extracted]
     return {
         "records": len(scores),
         "decided_by_rule": dict(sorted(by_rule.items())),
-        "rule1_agree": agree,
-        "rule1_disagree": disagree,
-        "disagreements": examples,
+        "rule1_agree": len(rule1) - len(different),
+        "rule1_disagree": len(different),
+        "disagreements": [
+            f"{s.item_id}: qatcmp {s.extracted}, published {preds.get((s.model, s.item_id))}" for s in different[:5]
+        ],
         "qatcmp_correct": sum(1 for s in scores if s.correct),
-        "published_correct": published_correct,
+        "published_correct": sum(1 for s in scores if preds.get((s.model, s.item_id)) == answers.get(s.item_id)),
     }
-
-
-def _answer_of(rd: RunDir, item_id: str) -> str | None:
-    answers = getattr(rd, "_answers", None)
-    if answers is None:
-        answers = {i.item_id: getattr(i, "answer", None) for i in rd.read_items()}
-        rd._answers = answers  # type: ignore[attr-defined]
-    return answers.get(item_id)

@@ -268,6 +268,11 @@ class Sandbox:
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONHASHSEED": "0",
+            # One thread for numerical libraries: their thread pools would meet the
+            # process-count limit (threads count) on a many-core machine.
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
             MARKER_ENV: marker,
         }
 
