@@ -48,7 +48,11 @@ def transcript(content: str | None, finish_reason: str | None = "stop", **extra)
         ("$$\\boxed{\\text{(J)}}$$", "J", "boxed"),
         ("Option I is correct.", "I", "option_is_correct"),
         ("Working through it...\n\n**(D)**", "D", "final_line_letter"),
-        ("...the total is 42 N.\n\nD. 42 N", "D", "final_line_letter"),
+        ("...the total is 42 N, option D.\n\nD.", "D", "final_line_letter"),
+        ("Therefore, the correct option is **C**.", "C", "option_is"),
+        # A base model that answers, then invents the next question and answers it too.
+        ("The answer is (D).\n\nQuestion:\nWhat is 2+2?\nOptions:\nA. 4\nB. 5\nAnswer: Let's think. The answer is (A).",
+         "D", "answer_is"),
         # Several letters: the last answer statement wins, not a letter mentioned in passing.
         ("A and B are wrong because of friction. C is tempting, but the answer is (D).", "D", "answer_is"),
         ("The answer is (B). Wait: I misread the units. The answer is (E).", "E", "answer_is"),
@@ -69,6 +73,8 @@ def test_default_extraction(text: str, letter: str, rule: str) -> None:
         "The answer is Actually hard to say",  # a word starting with a letter
         "",
         "The answer is not given in the options.",
+        "Options:\nA. 30\nB. 15\nJ. 50",  # a list of options is not an answer
+        "(D) means H is true, and J is\n(H) means H is false",
     ],
 )
 def test_default_extraction_finds_nothing(text: str) -> None:

@@ -129,6 +129,10 @@ _DEFAULT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"\banswer\s*(?:\(?[A-J]-[A-J]\)?)?\s*[:：]\s*(?:option\s+|choice\s+)?" + _LETTER, re.IGNORECASE),
     ),
     (
+        "option_is",
+        re.compile(r"\b(?:correct|right|best)\s+(?:option|choice)\s+is\s*:?\s*" + _LETTER, re.IGNORECASE),
+    ),
+    (
         "option_is_correct",
         re.compile(
             r"\b(?:option|choice)\s+\(?([A-J])\)?\s+(?:is|would\s+be)\s+(?:the\s+)?(?:correct|right|best)",
@@ -136,8 +140,9 @@ _DEFAULT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
-# A last line that is only a letter, maybe with the option's text: "(C)", "**C**", "C. 42 m/s".
-_FINAL_LINE_LETTER = re.compile(r"^\s*(?:[-*>#]+\s*)?\(?([A-J])\)?(?:[.:)]\s.*|[.:)]?)\s*$")
+# A last line that is only a letter: "(C)", "**C**", "C." - not "C. 42 m/s", which is as
+# likely the end of a list of options copied out as an answer.
+_FINAL_LINE_LETTER = re.compile(r"^\s*(?:[-*>#]+\s*)?\(?([A-J])\)?[.:]?\s*$")
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ def extract_default(text: str, n_options: int = 10) -> Extraction:
     candidates: list[tuple[int, str, str]] = []  # (position, letter, rule)
     for rule, pattern in _DEFAULT_PATTERNS:
         candidates.extend((m.start(), m.group(1), rule) for m in pattern.finditer(text))
+    candidates = _before_a_new_question(text, candidates)
     if not candidates:
         letter = _final_line_letter(text)
         if letter:
@@ -213,6 +219,20 @@ def extract_default(text: str, n_options: int = 10) -> Extraction:
         return Extraction(None, "none", f"letter {letters} beyond the {n_options} options")
     _, letter, rule = max(in_range, key=lambda c: c[0])
     return Extraction(letter, rule)
+
+
+_NEW_QUESTION = re.compile(r"\n\s*Question:")
+
+
+def _before_a_new_question(text: str, candidates: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """A model that goes on to write a "Question:" of its own after answering (base models
+    copying the few-shot format do) has finished its answer there: statements after it
+    answer the invented question."""
+    for match in _NEW_QUESTION.finditer(text):
+        before = [c for c in candidates if c[0] < match.start()]
+        if before:
+            return before
+    return candidates
 
 
 def _plain(text: str) -> str:
