@@ -180,7 +180,8 @@ class _StreamState:
         if found is not None:
             message, retryable = found
             cls = RetryableError if retryable else FatalRequestError
-            raise cls(f"error in stream: {message}", kind="stream_error")
+            kind = "queue_full" if "queue full" in message.lower() else "stream_error"
+            raise cls(f"error in stream: {message}", kind=kind)
         if chunk.get("model") == "keepalive":
             return
         if chunk.get("usage"):
@@ -221,6 +222,12 @@ def finish_completion(
         # templates leave it there): that text is thinking, not an answer.
         content = None
         notes.append("content repeated the unfinished reasoning; dropped")
+    # Streaming and non-streaming answers of the same server differ in surrounding newlines;
+    # normalise so that lengths and texts compare across transports.
+    if content is not None:
+        content = content.lstrip()
+    if reasoning is not None:
+        reasoning = reasoning.strip()
     return Completion(
         content=content,
         reasoning=reasoning or None,
@@ -228,6 +235,17 @@ def finish_completion(
         finish_reason=finish_reason,
         notes=notes,
     )
+
+
+def mark_unfinished_thinking(result: Completion) -> None:
+    """A thinking model cut off by the budget before it closed its thinking block: oMLX's
+    non-streaming parser then returns the unfinished reasoning as ``content`` with no
+    reasoning field and no tag. That text is thinking, not an answer."""
+    if result.finish_reason == "length" and not result.reasoning and result.content and result.content.strip():
+        result.reasoning = result.content.strip()
+        result.reasoning_source = "unclosed_in_content"
+        result.content = None
+        result.notes.append("cut off while thinking: the content was unfinished reasoning; moved to reasoning")
 
 
 def _repeats_reasoning(content: str, reasoning: str) -> bool:
@@ -285,9 +303,10 @@ class ChatClient:
 
     # ----------------------------------------------------------------- chat
 
-    async def complete(self, body: dict[str, Any]) -> Completion:
+    async def complete(self, body: dict[str, Any], *, thinking: bool = False) -> Completion:
         """Send a chat completion with retries; never raises for a failed request: the
-        returned Completion carries the error instead."""
+        returned Completion carries the error instead. ``thinking``: the request asked the
+        model to think (decides how a cut-off answer without separated reasoning is read)."""
         retries = self.server.retries
         attempts = 0
         started = time.monotonic()
@@ -311,6 +330,8 @@ class ChatClient:
                 latency_s=time.monotonic() - started,
             )
         result.attempts = attempts
+        if thinking:
+            mark_unfinished_thinking(result)
         return result
 
     async def _complete_once(self, body: dict[str, Any]) -> Completion:

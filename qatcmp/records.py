@@ -74,7 +74,9 @@ class Usage(Record):
     cached_tokens: int | None = None  # from prompt_tokens_details.cached_tokens
 
 
-ReasoningSource = Literal["reasoning_content", "reasoning", "think_tags"]
+# unclosed_in_content: the budget ran out while thinking and the server returned the
+# unfinished reasoning as content (oMLX, non-streaming); it is recorded as reasoning.
+ReasoningSource = Literal["reasoning_content", "reasoning", "think_tags", "unclosed_in_content"]
 
 
 class TranscriptRecord(Record):
@@ -180,6 +182,7 @@ class ServerInfo(Record):
     models: list[str] | None = None  # ids listed by GET /models
     model_status: dict[str, Any] | None = None  # oMLX GET /v1/models/status entries
     version: str | None = None  # oMLX GET /api/status version
+    status: dict[str, Any] | None = None  # oMLX GET /api/status, as returned (cache, loaded models)
     error: str | None = None  # why the introspection failed, if it did
 
 

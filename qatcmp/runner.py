@@ -40,6 +40,10 @@ from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 
 # After this many answers with no reasoning from a model set to think, say so.
 NO_REASONING_WARN_AFTER = 3
+# Statuses that stop a run when a model's first request gets them (nothing can succeed),
+# and how many other rejections (400/422) in a row, before any success, do the same.
+ABORT_AT_ONCE = {401, 403, 404}
+ABORT_AFTER_REJECTIONS = 3
 
 
 class RunAborted(QatcmpError):
@@ -158,14 +162,16 @@ async def describe_server(client: ChatClient) -> ServerInfo:
     try:
         status = await client.get_json("models/status", timeout=5.0)
         if isinstance(status, dict):
-            entries = status.get("models", status.get("data", status))
-            info.model_status = entries if isinstance(entries, dict) else {"models": entries}
+            info.model_status = status
     except RequestFailed:
         pass  # not oMLX: nothing more to learn
     try:
         status = await client.get_json("/api/status", timeout=5.0, root=True)
-        if isinstance(status, dict) and status.get("version"):
-            info.version = str(status["version"])
+        if isinstance(status, dict):
+            # Server-side settings that change timings (prefix cache, loaded models) live here.
+            info.status = status
+            if status.get("version"):
+                info.version = str(status["version"])
     except RequestFailed:
         pass
     return info
@@ -219,6 +225,7 @@ class Runner:
         self._no_reasoning: dict[str, int] = defaultdict(int)
         self._saw_reasoning: set[str] = set()
         self._succeeded: set[str] = set()
+        self._fatal_before_success: dict[str, int] = defaultdict(int)
         self._abort: RunAborted | None = None
 
     # ------------------------------------------------------------ planning
@@ -266,6 +273,7 @@ class Runner:
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
             self._warn_unlisted_models(infos, servers_needed)
+            self._warn_unreproducible_seeds(infos, servers_needed)
             self._register_progress(pending)
             scheduler = self.scheduler_factory(pending, [m.name for m in self.models])
             await self._run_all(scheduler, clients)
@@ -290,6 +298,18 @@ class Runner:
                 self._warn(
                     f"model '{model.name}': '{model.model}' is not listed by server '{model.server}' "
                     "(it may still load on demand; an unknown model fails at the first request)"
+                )
+
+    def _warn_unreproducible_seeds(self, infos: list[ServerInfo], servers: list[str]) -> None:
+        for name, info in zip(servers, infos):
+            # oMLX (the server that reports a version on /api/status) re-seeds one global
+            # generator as each request is admitted: concurrent seeded requests disturb each
+            # other's draws.
+            if info.version is not None and self.config.server(name).max_concurrency > 1:
+                self._warn(
+                    f"server '{name}' (oMLX {info.version}) re-seeds one shared random generator per request: "
+                    "with max_concurrency > 1 a rerun will not reproduce the same answers (the statistics stay valid); "
+                    "set max_concurrency: 1 for exactly reproducible runs"
                 )
 
     def _register_progress(self, pending: list[WorkUnit]) -> None:
@@ -343,7 +363,7 @@ class Runner:
             messages = module_for(unit.benchmark).build_messages(item)
             body = build_request(self._templates[unit.model], messages, unit.benchmark, unit.item_id, unit.sample)
             started_at = utcnow()
-            completion = await client.complete(body)
+            completion = await client.complete(body, thinking=self._model_by_name[unit.model].thinking)
             record = self._record(unit, body, completion, started_at)
             self._write(record)
             scheduler.record(unit, record)
@@ -396,16 +416,19 @@ class Runner:
         model = self._model_by_name[unit.model]
         if completion.error is not None:
             if completion.fatal and model.name not in self._succeeded:
-                # Nothing has worked for this model yet and the server says the request
-                # itself is wrong (unknown model, bad key, rejected parameter): every other
-                # request would fail the same way.
-                self._abort = RunAborted(f"model '{model.name}' ({model.model} on server '{model.server}'): {completion.error}")
-                raise self._abort
+                self._fatal_before_success[model.name] += 1
+                if completion.error_status in ABORT_AT_ONCE or self._fatal_before_success[model.name] >= ABORT_AFTER_REJECTIONS:
+                    # Nothing has worked for this model and the server says the request
+                    # itself is wrong (unknown model, bad key, a rejected parameter): every
+                    # other request would fail the same way. One rejected question (a prompt
+                    # over the context window) is not enough to stop.
+                    self._abort = RunAborted(f"model '{model.name}' ({model.model} on server '{model.server}'): {completion.error}")
+                    raise self._abort
             if completion.fatal:
                 self.progress.log(f"{unit.model} {unit.benchmark} {unit.item_id}: {completion.error}")
             return
         self._succeeded.add(model.name)
-        if not model.thinking or model.name in self._saw_reasoning:
+        if not model.thinking or model.name in self._saw_reasoning or completion.finish_reason == "length":
             return
         if completion.reasoning:
             self._saw_reasoning.add(model.name)

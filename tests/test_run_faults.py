@@ -226,3 +226,59 @@ def test_request_records_every_parameter_and_the_manifest_holds_server_info(tmp_
     manifest = RunDir(tmp_path / "run").read_manifest()
     assert manifest.servers["local"].models == ["test-model"]
     assert set(manifest.spec.benchmarks[0].item_ids) == {r["item_id"] for r in records}
+
+
+def test_non_streaming_cut_off_thinking_is_recorded_as_reasoning(tmp_path, monkeypatch):
+    # oMLX, non-streaming, budget exhausted while thinking: the unfinished reasoning comes
+    # back as content with no reasoning field and no tag (seen on oMLX 0.5.3).
+    import misbehaving_server
+
+    def cut_off(self, body, arg):
+        self._json(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Let me think about this question"},
+                                      "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 8}})
+
+    monkeypatch.setattr(misbehaving_server._Handler, "_b_ok", cut_off)
+    with MisbehavingServer() as server:
+        summary, _ = run_once(make_config(server.base_url, stream=False, concurrency=1), tmp_path / "run", mmlu=4)
+    records = raw_records(tmp_path / "run")
+    assert len(records) == 4
+    for record in records:
+        assert record["content"] is None
+        assert record["reasoning"] == "Let me think about this question"
+        assert record["reasoning_source"] == "unclosed_in_content"
+    assert summary.warnings == []  # cut-off answers are not "no reasoning"
+
+
+def test_one_rejected_prompt_does_not_stop_the_run(tmp_path):
+    with MisbehavingServer() as server:
+        server.queue("status:400")  # e.g. a prompt over the context window
+        summary, _ = run_once(make_config(server.base_url, concurrency=1), tmp_path / "run", mmlu=3)
+    records = [TranscriptRecord.model_validate(r) for r in raw_records(tmp_path / "run")]
+    assert len(records) == 3
+    assert sum(r.error is not None for r in records) == 1 and records[0].attempts == 1
+    assert summary.exit_code == 1
+
+
+def test_a_rejected_parameter_stops_the_run_after_a_few_requests(tmp_path):
+    with MisbehavingServer() as server:
+        server.queue(*["status:422"] * 10)
+        with pytest.raises(RunAborted, match="HTTP 422"):
+            run_once(make_config(server.base_url, concurrency=1), tmp_path / "run", mmlu=8)
+        assert len(server.chat_requests()) == 3
+
+
+def test_resume_without_models_option_uses_the_runs_own_variants(tmp_path):
+    config_text = make_config("http://127.0.0.1:1/v1") + """  - name: b
+    server: local
+    model: test-model
+"""
+    with MisbehavingServer() as server:
+        config = tmp_path / "servers.yaml"
+        config.write_text(config_text.replace("http://127.0.0.1:1/v1", server.base_url))
+        from qatcmp.cli import main
+
+        out = str(tmp_path / "run")
+        assert main(["run", "--config", str(config), "--out", out, "--models", "a", "--mmlu-pro", "2",
+                     "--mmlu-pro-data", "builtin", "--plain"]) == 0
+        assert main(["run", "--config", str(config), "--out", out, "--plain"]) == 0
+        assert len(server.chat_requests()) == 2

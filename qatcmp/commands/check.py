@@ -87,7 +87,7 @@ async def check_model(config: Config, model: ModelConfig, client: ChatClient, ma
     template = request_template(config, model, 0)
     template["max_tokens"] = min(max_tokens, template.get("max_tokens") or max_tokens)
     body = build_request(template, [{"role": "user", "content": CHECK_PROMPT}], "check", "0", 0)
-    completion = await client.complete(body)
+    completion = await client.complete(body, thinking=model.thinking)
     if completion.error:
         result.problems.append(completion.error)
         return result

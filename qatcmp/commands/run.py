@@ -43,9 +43,13 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    models = config.select(_split(args.models))
-    config.check_api_keys(models)
     run = RunDir(args.out)
+    names = _split(args.models)
+    if names is None and run.manifest.exists():
+        # Resuming: the run's own variants, not every variant the config names now.
+        names = list(run.read_manifest().spec.models)
+    models = config.select(names)
+    config.check_api_keys(models)
     if args.samples < 1:
         raise ConfigError("--samples must be at least 1")
     for option in ("mmlu_pro", "humaneval"):
