@@ -324,40 +324,52 @@ class Sandbox:
         if reason == "output":
             outcome.detail = f"wrote more than {self.limits.output_kill_bytes} bytes of output"
             return outcome
-        verdict = _parse_verdict(verdict_raw, token)
-        if verdict is None:
-            outcome.detail = _exit_description(proc.returncode, text)
+        verdict, ending = _parse_results(verdict_raw, token)
+        if verdict is not None:
+            outcome.status, outcome.detail = verdict
             return outcome
-        outcome.status, outcome.detail = verdict
+        outcome.status, outcome.detail = _ending_description(ending, self.limits, text)
         return outcome
 
 
-def _parse_verdict(raw: bytes, token: str) -> tuple[str, str] | None:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(data, dict) or not secrets.compare_digest(str(data.get("token", "")), token):
-        return None
-    status = data.get("status")
-    if status not in ("passed", "failed", "error"):
-        return None
-    return status, str(data.get("detail", ""))[:300]
+def _parse_results(raw: bytes, token: str) -> tuple[tuple[str, str] | None, dict | None]:
+    """The worker's verdict and the supervisor's account of how the worker ended; lines
+    without the token (forged by the untrusted code) are ignored."""
+    verdict = ending = None
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or not secrets.compare_digest(str(data.get("token", "")), token):
+            continue
+        if data.get("status") in ("passed", "failed", "error") and verdict is None:
+            verdict = (data["status"], str(data.get("detail", ""))[:300])
+        elif isinstance(data.get("exit"), dict) and ending is None:
+            ending = data["exit"]
+    return verdict, ending
 
 
-def _exit_description(code: int | None, output: str) -> str:
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        if -code == signal.SIGXCPU:
-            return "killed: CPU time limit"
-        return f"killed by {name} before the tests finished"
-    if code == 137:
-        return "killed before the tests finished"
-    last = output.strip().splitlines()[-1][:200] if output.strip() else ""
+def _ending_description(ending: dict | None, limits: Limits, output: str) -> tuple[str, str]:
+    """(status, detail) of a worker that gave no verdict."""
+    if ending is None:
+        return "failed", "the sandboxed process ended without a verdict"
+    if "signal" in ending:
+        number = int(ending["signal"])
+        if number == signal.SIGXCPU:
+            return "timeout", f"used more than {limits.cpu_s} s of CPU time"
+        if number == signal.SIGXFSZ:
+            return "failed", f"wrote a file larger than {limits.file_bytes} bytes"
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        verb = "killed" if number == signal.SIGKILL else "crashed"
+        return "failed", f"{verb} ({name}) before the tests finished"
     if "MemoryError" in output:
-        return "ran out of memory (address-space limit)"
-    suffix = f": {last}" if last else ""
-    return f"exited (code {code}) before the tests finished{suffix}"
+        return "failed", "ran out of memory (address-space limit)"
+    last = output.strip().splitlines()[-1][:200] if output.strip() else ""
+    return "failed", f"exited (code {ending.get('code')}) before the tests finished" + (f": {last}" if last else "")
 
 
 def _end_everything(proc: subprocess.Popen, *, namespaced: bool) -> None:

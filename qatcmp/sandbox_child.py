@@ -1,10 +1,13 @@
 """The program the sandbox runs in each child process (copied alone into the child's fresh
 working directory, so it imports nothing but the standard library).
 
-Order matters: read the job, set the resource limits, make /tmp private, drop privileges,
-and only then run the untrusted code. The verdict is written to a pipe as JSON together with
-a token the parent passed through another pipe, so an answer that exits early, prints a fake
-"passed" or closes its outputs cannot count as passed.
+Two processes. The supervisor (the namespace's first process when there are namespaces)
+prepares what needs privileges - a private /tmp, the interpreter's files made readable -
+then forks the worker and waits for it. The worker sets the resource limits, drops
+privileges and only then runs the untrusted code. Each writes one JSON line to the result
+pipe with a token the parent passed through another pipe: the worker its verdict, the
+supervisor how the worker ended (exit code or signal). An answer that exits early, prints a
+fake "passed" or closes its outputs cannot count as passed, and a crash is named.
 
     python -I -B sandbox_child.py TOKEN_FD RESULT_FD JOB_JSON
 """
@@ -29,21 +32,26 @@ def main() -> None:
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
     token = _read_all(token_fd)
-    write = os.write  # kept before the untrusted code can replace os.write
-    dumps = json.dumps
-
-    def report(status: str, detail: str) -> None:
-        try:
-            write(result_fd, dumps({"token": token, "status": status, "detail": detail}).encode())
-        except OSError:
-            pass  # the untrusted code closed the pipe: the parent sees no verdict
     setup = job["setup"]
-    _set_limits(setup["limits"])
     if setup.get("private_tmp"):
         _mount_private_tmp()
-    if setup.get("drop_to_uid") is not None:
-        if setup.get("private_tmp"):
+        if setup.get("drop_to_uid") is not None:
             _expose_interpreter()
+    sys.stdout.flush()
+    worker = os.fork()
+    if worker == 0:
+        _worker(job, token, result_fd)
+    _, status = os.waitpid(worker, 0)
+    ending = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"code": os.WEXITSTATUS(status)}
+    _send(result_fd, {"token": token, "exit": ending})
+    os._exit(0)
+
+
+def _worker(job: dict, token: str, result_fd: int) -> None:
+    write, dumps = os.write, json.dumps  # kept before the untrusted code can replace them
+    setup = job["setup"]
+    _set_limits(setup["limits"], setup.get("cpu_grace_s", 1))
+    if setup.get("drop_to_uid") is not None:
         _drop_privileges(setup["drop_to_uid"], setup["drop_to_gid"])
     _no_new_privileges()
     if setup.get("refuse_sockets"):
@@ -52,9 +60,19 @@ def main() -> None:
         _guard_os_calls()
     sys.setrecursionlimit(setup.get("recursion_limit", 3000))
     status, detail = _run(job)
-    report(status, detail)
+    try:
+        write(result_fd, dumps({"token": token, "status": status, "detail": detail}).encode() + b"\n")
+    except OSError:
+        pass  # the untrusted code closed the pipe: the parent sees no verdict
     sys.stdout.flush()
     os._exit(0)  # skip atexit handlers the untrusted code may have registered
+
+
+def _send(fd: int, message: dict) -> None:
+    try:
+        os.write(fd, json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass
 
 
 def _read_all(fd: int) -> str:
@@ -68,13 +86,15 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
-def _set_limits(limits: dict[str, int]) -> None:
+def _set_limits(limits: dict[str, int], cpu_grace_s: int) -> None:
     for name, value in limits.items():
         which = getattr(resource, name, None)
         if which is None:
             continue  # not on this OS (RLIMIT_NPROC/AS are missing on some)
+        # CPU: SIGXCPU at the soft limit, SIGKILL a little later if that is ignored.
+        hard = value + cpu_grace_s if name == "RLIMIT_CPU" else value
         try:
-            resource.setrlimit(which, (value, value))
+            resource.setrlimit(which, (value, hard))
         except (ValueError, OSError):
             # macOS refuses some values (e.g. RLIMIT_AS); keep the others.
             pass

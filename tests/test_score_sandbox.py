@@ -362,3 +362,16 @@ def test_fallback_timeout_is_bounded() -> None:
     started = time.monotonic()
     assert fallback.run(Job("import time\ntime.sleep(60)\n", TEST, "f")).status == "timeout"
     assert time.monotonic() - started < 3
+
+
+def test_how_a_sample_ended_is_named() -> None:
+    quick = Sandbox(Limits(wall_s=5.0, cpu_s=1, file_bytes=1 << 20))
+    cpu = quick.run(Job("while True:\n    pass\n", TEST, "f"))
+    assert (cpu.status, cpu.detail) == ("timeout", "used more than 1 s of CPU time")
+    crash = quick.run(Job("import ctypes\nctypes.string_at(0)\n", TEST, "f"))
+    assert crash.status == "failed" and "SIGSEGV" in crash.detail
+    big_file = quick.run(Job("import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+                             "open('big', 'wb').write(b'x' * (4 << 20))\n", TEST, "f"))
+    assert big_file.status == "failed" and "larger than" in big_file.detail
+    exited = quick.run(Job("import os\nos._exit(3)\n", TEST, "f"))
+    assert exited.detail.startswith("exited (code 3)")
