@@ -52,25 +52,40 @@ def handle(args: argparse.Namespace) -> int:
     if any(s.benchmark == "humaneval" for s in scores):
         console.print(f"sandbox protections: {sandbox.protections.describe()}")
     console.print(summary_table(scores, args.extract))
+    for line in breakdown_lines(scores):
+        console.print(line, highlight=False)
     console.print(f"{len(scores)} records scored in {elapsed:.1f} s -> {rd.scores}")
     return 0
 
 
-def summary_table(scores: list[ScoreRecord], mode: str) -> Table:
-    table = Table(title=f"scores (MMLU-Pro extraction: {mode})")
-    for column in ("model", "benchmark", "records", "correct", "truncated", "statuses", "decided by"):
-        table.add_column(column)
+def _groups(scores: list[ScoreRecord]) -> dict[tuple[str, str], list[ScoreRecord]]:
     groups: dict[tuple[str, str], list[ScoreRecord]] = {}
     for s in scores:
         groups.setdefault((s.model, s.benchmark), []).append(s)
-    for (model, benchmark), group in sorted(groups.items()):
+    return dict(sorted(groups.items()))
+
+
+def summary_table(scores: list[ScoreRecord], mode: str) -> Table:
+    table = Table(title=f"scores (MMLU-Pro extraction: {mode})")
+    for column in ("model", "benchmark", "records", "correct", "accuracy", "truncated", "errors"):
+        table.add_column(column, justify="left" if column in ("model", "benchmark") else "right")
+    for (model, benchmark), group in _groups(scores).items():
         correct = sum(s.correct for s in group)
-        statuses = Counter(s.status for s in group)
-        rules = Counter(s.extraction_rule for s in group)
         table.add_row(
-            model, benchmark, str(len(group)), f"{correct} ({correct / len(group):.1%})",
-            str(sum(s.truncated for s in group)),
-            ", ".join(f"{k} {v}" for k, v in statuses.most_common()),
-            ", ".join(f"{k} {v}" for k, v in rules.most_common()),
+            model, benchmark, str(len(group)), str(correct), f"{correct / len(group):.1%}",
+            str(sum(s.truncated for s in group)), str(sum(s.status == "server_error" for s in group)),
         )
     return table
+
+
+def breakdown_lines(scores: list[ScoreRecord]) -> list[str]:
+    """Per model and benchmark: the statuses, and how many answers each extraction rule decided."""
+    lines = []
+    for (model, benchmark), group in _groups(scores).items():
+        statuses = Counter(s.status for s in group)
+        rules = Counter(s.extraction_rule for s in group)
+        lines.append(
+            f"{model}/{benchmark}: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common())
+            + "; decided by " + ", ".join(f"{k} {v}" for k, v in rules.most_common())
+        )
+    return lines
