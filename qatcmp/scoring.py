@@ -54,10 +54,14 @@ def score_run(
     return scores
 
 
-def ensure_scores(run_dir: Path | RunDir, *, mode: str = "default") -> list[ScoreRecord]:
+def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> list[ScoreRecord]:
     """The run's scores: those on disk if they are up to date and made with this mode,
-    else freshly made."""
+    else freshly made. ``mode=None``: keep the mode the scores on disk were made with (a
+    user's `qatcmp score --extract official` stands), "default" if there are none."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if mode is None:
+        meta = read_scores_meta(rd) or {}
+        mode = meta.get("mode") if meta.get("mode") in EXTRACT_MODES else "default"
     if scores_are_current(rd, mode):
         return rd.read_scores()
     return score_run(rd, mode=mode)

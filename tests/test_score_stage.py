@@ -114,6 +114,16 @@ def test_ensure_scores_reuses_fresh_scores_and_redoes_stale_ones(tmp_path: Path)
     assert next(s for s in scores if s.model == "b" and s.item_id == MMLU[0].item_id).extracted == "J"
 
 
+def test_ensure_scores_can_keep_the_mode_the_user_chose(tmp_path: Path) -> None:
+    rd = make_run(tmp_path / "run")
+    ensure_scores(rd, mode=None)  # nothing on disk: default mode
+    assert read_scores_meta(rd)["mode"] == "default"
+    score_run(rd, mode="official")
+    stamp = rd.scores.stat().st_mtime_ns
+    ensure_scores(rd, mode=None)
+    assert read_scores_meta(rd)["mode"] == "official" and rd.scores.stat().st_mtime_ns == stamp
+
+
 def test_missing_meta_means_rescoring(tmp_path: Path) -> None:
     rd = make_run(tmp_path / "run")
     score_run(rd)
