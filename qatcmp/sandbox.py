@@ -226,14 +226,13 @@ class Sandbox:
         rlimits = {
             "RLIMIT_CPU": limits.cpu_s,
             "RLIMIT_AS": limits.memory_bytes,
+            # Counted per user (and, since Linux 5.14, per user namespace): it binds the
+            # dropped `nobody` or the namespace's mapped root, not the real root.
             "RLIMIT_NPROC": limits.processes,
             "RLIMIT_FSIZE": limits.file_bytes,
             "RLIMIT_NOFILE": limits.open_files,
             "RLIMIT_CORE": 0,
         }
-        if self.protections.user_namespace:
-            # The count is per real user, who has other processes: leave room for them.
-            rlimits.pop("RLIMIT_NPROC")
         nobody = _nobody() if self.protections.drop_to_nobody else None
         return {
             "program": job.program,

@@ -3,6 +3,7 @@ nothing changed outside the sandbox and no process left behind, and the harness 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import textwrap
@@ -375,3 +376,43 @@ def test_how_a_sample_ended_is_named() -> None:
     assert big_file.status == "failed" and "larger than" in big_file.detail
     exited = quick.run(Job("import os\nos._exit(3)\n", TEST, "f"))
     assert exited.detail.startswith("exited (code 3)")
+
+
+_AS_USER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from qatcmp.sandbox import MARKER_ENV, Job, Limits, Sandbox, detect_protections, marked_processes
+sandbox = Sandbox(Limits(wall_s=3.0, cpu_s=3))
+test = "def check(candidate):\\n    assert candidate(1) == 2\\n"
+good = sandbox.run(Job("def f(x):\\n    return x + 1\\n", test, "f")).status
+net = sandbox.run(Job("import socket\\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\\n", test, "f")).status
+started = time.monotonic()
+bomb = sandbox.run(Job("import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        time.sleep(0.01)\\n", test, "f")).status
+import json
+print(json.dumps([detect_protections().names(), good, net, bomb, time.monotonic() - started,
+                  marked_processes(f"{{MARKER_ENV}}=".encode())]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists() or not Path("/usr/bin/python3").exists(),
+                    reason="needs root to become an ordinary user, setpriv and a system python3")
+def test_an_ordinary_user_gets_user_namespaces(tmp_path: Path) -> None:
+    """As an ordinary Linux user (here `nobody`): a user namespace replaces the change of
+    user, and a fork bomb is still held by RLIMIT_NPROC (counted per user namespace)."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", "-c",
+         _AS_USER.format(root=root)],
+        capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"},
+    )
+    if done.returncode != 0 and ("Permission denied" in done.stderr or "No module named" in done.stderr):
+        pytest.skip(f"the project is not readable by nobody here: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    names, good, net, bomb, seconds, left = json.loads(done.stdout)
+    assert "rlimits" in names and "drop-to-nobody" not in names
+    if "user-namespace" not in names:
+        pytest.skip("unprivileged user namespaces are not allowed on this machine")
+    assert (good, net, bomb) == ("passed", "failed", "timeout")
+    assert seconds < 6 and left == []
