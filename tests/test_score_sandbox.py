@@ -416,3 +416,15 @@ def test_an_ordinary_user_gets_user_namespaces(tmp_path: Path) -> None:
         pytest.skip("unprivileged user namespaces are not allowed on this machine")
     assert (good, net, bomb) == ("passed", "failed", "timeout")
     assert seconds < 6 and left == []
+
+
+def test_the_tests_cannot_be_read_off_the_disk(sandbox: Sandbox) -> None:
+    program = """
+        import os
+        seen = sorted(os.listdir("."))
+        print(seen)
+        def f(x):
+            return x + 1 if not seen else x
+    """
+    outcome = run_hostile(sandbox, program)
+    assert outcome.status == "passed", outcome.output
