@@ -141,3 +141,8 @@ def test_pass_at_k_edges() -> None:
         pass_at_k(3, 4, 1)
     with pytest.raises(ValueError):
         pass_at_k(3, 1, 4)
+
+
+def test_single_record_call_matches_mmlu_pro_signature() -> None:
+    s = humaneval.score(transcript(HAS_CLOSE, f"```python\n{HELPER}{FULL}```"), HAS_CLOSE, mode="official")
+    assert (s.status, s.correct, s.item_id, s.benchmark) == ("passed", True, "HumanEval/0", "humaneval")

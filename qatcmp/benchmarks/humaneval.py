@@ -231,8 +231,10 @@ def score_many(
     return [r for r in results if r is not None]
 
 
-def score(record: TranscriptRecord, item: HumanEvalItem, *, sandbox: Sandbox) -> ScoreRecord:
-    return score_many([(record, item)], sandbox=sandbox, workers=1)[0]
+def score(record: TranscriptRecord, item: HumanEvalItem, *, mode: str = "default", sandbox: Sandbox | None = None) -> ScoreRecord:
+    """One record (the same call as mmlu_pro.score; `mode` is about MMLU-Pro letters and
+    changes nothing here). To score many, use score_many: it runs them in parallel."""
+    return score_many([(record, item)], sandbox=sandbox or Sandbox(), workers=1)[0]
 
 
 def _score_without_running(record: TranscriptRecord, item: HumanEvalItem) -> tuple[ScoreRecord | None, CodeExtraction]:
