@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,16 @@ def score_run(
     mmlu = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "mmlu_pro"]
     code = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "humaneval"]
     scores = [mmlu_pro.score(r, item, mode=mode) for r, item in mmlu]  # type: ignore[arg-type]
-    protections = None
+    protections = limits = None
     if code:
         sandbox = sandbox or Sandbox(Limits())
         protections = sandbox.protections.names()
+        limits = asdict(sandbox.limits)
         scores += humaneval.score_many(code, sandbox=sandbox, workers=jobs)  # type: ignore[arg-type]
     scores.sort(key=lambda s: _sort_key(s, order))
 
     write_jsonl_atomic(rd.scores, scores)
-    write_json_atomic(rd.path / SCORES_META, _meta(scores, mode, protections))
+    write_json_atomic(rd.path / SCORES_META, _meta(scores, mode, protections, limits))
     return scores
 
 
@@ -102,13 +104,15 @@ def status_counts(scores: list[ScoreRecord]) -> dict[str, dict[str, int]]:
     return {key: dict(sorted(c.items())) for key, c in sorted(counts.items())}
 
 
-def _meta(scores: list[ScoreRecord], mode: str, protections: list[str] | None) -> dict[str, Any]:
+def _meta(scores: list[ScoreRecord], mode: str, protections: list[str] | None,
+          limits: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "mode": mode,
         "scored_at": utcnow().isoformat(),
         "qatcmp_version": __version__,
         "records": len(scores),
         "sandbox_protections": protections,
+        "sandbox_limits": limits,
         "extraction_rules": rule_counts(scores),
         "statuses": status_counts(scores),
     }

@@ -81,6 +81,7 @@ def test_score_run_scores_every_record(tmp_path: Path) -> None:
     assert by_key[("b", "humaneval", CODE[1].item_id)].status == "server_error"
     meta = read_scores_meta(rd)
     assert meta["mode"] == "default" and meta["records"] == 10 and "rlimits" in meta["sandbox_protections"]
+    assert meta["sandbox_limits"]["wall_s"] > 0
     assert meta["extraction_rules"]["a/mmlu_pro"] == {"answer_colon": 1, "answer_is": 1, "none": 1}
     # Scoring only reads the transcripts.
     assert {p: p.read_bytes() for p in rd.transcript_files()} == transcripts_before
