@@ -253,6 +253,39 @@ def _repeats_reasoning(content: str, reasoning: str) -> bool:
     return bool(text) and (text in reasoning or reasoning.strip() in text)
 
 
+def completion_from_json_body(text: str) -> Completion:
+    """A non-streamed chat completion body. oMLX keeps the connection alive with spaces before
+    the JSON; a connection cut after the 200 leaves only those spaces; an error may come as
+    JSON inside the 200."""
+    stripped = text.strip()
+    if not stripped:
+        raise RetryableError("empty response body after HTTP 200 (connection cut?)", kind="empty_body")
+    try:
+        payload = json.loads(stripped)
+    except ValueError:
+        raise RetryableError(f"response is not JSON: {stripped[:120]!r}", kind="bad_json") from None
+    found = _payload_error(payload)
+    if found is not None:
+        message, retryable = found
+        cls = RetryableError if retryable else FatalRequestError
+        raise cls(f"error inside HTTP 200: {message}", kind="error_in_200")
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not choices:
+        raise RetryableError("response has no choices", kind="no_choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    reasoning, source = None, None
+    for name in ("reasoning_content", "reasoning"):
+        if message.get(name):
+            reasoning, source = message[name], name
+            break
+    if choice.get("finish_reason") is None:
+        raise RetryableError("response has no finish reason", kind="no_finish_reason")
+    result = finish_completion(message.get("content"), reasoning, source, choice["finish_reason"])
+    result.usage = normalize_usage(payload.get("usage"))
+    return result
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -356,33 +389,7 @@ class ChatClient:
         response = await self._http.post("chat/completions", json=body)
         text = (await response.aread()).decode("utf-8", errors="replace")
         _raise_for_status(response, text)
-        # oMLX keeps the connection alive with spaces before the JSON; a cut connection
-        # after the 200 leaves only those spaces.
-        stripped = text.strip()
-        if not stripped:
-            raise RetryableError("empty response body after HTTP 200 (connection cut?)", kind="empty_body")
-        try:
-            payload = json.loads(stripped)
-        except ValueError:
-            raise RetryableError(f"response is not JSON: {stripped[:120]!r}", kind="bad_json") from None
-        found = _payload_error(payload)
-        if found is not None:
-            message, retryable = found
-            cls = RetryableError if retryable else FatalRequestError
-            raise cls(f"error inside HTTP 200: {message}", kind="error_in_200")
-        choices = payload.get("choices") or []
-        if not choices:
-            raise RetryableError("response has no choices", kind="no_choices")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        reasoning, source = None, None
-        for name in ("reasoning_content", "reasoning"):
-            if message.get(name):
-                reasoning, source = message[name], name
-                break
-        result = finish_completion(message.get("content"), reasoning, source, choice.get("finish_reason"))
-        result.usage = normalize_usage(payload.get("usage"))
-        return result
+        return completion_from_json_body(text)
 
     async def _stream(self, body: dict[str, Any], started: float) -> Completion:
         state = _StreamState(started)
@@ -394,8 +401,7 @@ class ChatClient:
             if "text/event-stream" not in content_type:
                 # Some servers answer a streaming request with a plain JSON body (often an
                 # error); read it as such.
-                text = (await response.aread()).decode("utf-8", errors="replace").strip()
-                return self._plain_from_text(text, started)
+                return completion_from_json_body((await response.aread()).decode("utf-8", errors="replace"))
             async for line in response.aiter_lines():
                 if not line or line.startswith(":"):
                     continue  # SSE comment (keepalive) or event separator
@@ -421,28 +427,6 @@ class ChatClient:
         )
         result.usage = normalize_usage(state.usage)
         result.ttft_s = state.ttft
-        return result
-
-    def _plain_from_text(self, text: str, started: float) -> Completion:
-        if not text:
-            raise RetryableError("empty response to a streaming request", kind="empty_body")
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            raise RetryableError(f"response is neither SSE nor JSON: {text[:120]!r}", kind="bad_json") from None
-        found = _payload_error(payload)
-        if found is not None:
-            message, retryable = found
-            cls = RetryableError if retryable else FatalRequestError
-            raise cls(f"error inside HTTP 200: {message}", kind="error_in_200")
-        choice = (payload.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        source = "reasoning_content" if message.get("reasoning_content") else ("reasoning" if reasoning else None)
-        result = finish_completion(message.get("content"), reasoning, source, choice.get("finish_reason"))
-        if result.finish_reason is None:
-            raise RetryableError("response has no finish reason", kind="no_choices")
-        result.usage = normalize_usage(payload.get("usage"))
         return result
 
     # ----------------------------------------------------------------- introspection
