@@ -21,7 +21,7 @@ answer that exits before its tests, or prints a fake result, cannot pass.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import pwd
 import secrets
@@ -183,8 +183,8 @@ class Sandbox:
     def _run_in(self, workdir: Path, job: Job, marker: str) -> Outcome:
         child = workdir / "sandbox_child.py"
         child.write_text(self.child_source, encoding="utf-8")
-        job_file = workdir / "job.json"
-        job_file.write_text(json.dumps(self._job_document(job)), encoding="utf-8")
+        job_file = workdir / "job.marshal"
+        job_file.write_bytes(marshal.dumps(self._job_document(job)))
         nobody = _nobody() if self.protections.drop_to_nobody else None
         if nobody is not None:
             # The folder belongs to the dropped user so the code can write its own files
@@ -245,11 +245,12 @@ class Sandbox:
                 "drop_to_gid": nobody[1] if nobody else None,
                 "refuse_sockets": not self.protections.namespaces,
                 "guard_os_calls": self.protections.in_process_guards,
+                "package_paths": _package_paths(),
             },
         }
 
     def _command(self, child: Path, job_file: Path, token_fd: int, result_fd: int, workdir: Path) -> list[str]:
-        python = [self.python, "-I", "-B", str(child), str(token_fd), str(result_fd), str(job_file)]
+        python = [self.python, "-I", "-S", "-B", str(child), str(token_fd), str(result_fd), str(job_file)]
         if self.protections.namespaces:
             user = ["--user", "--map-root-user"] if self.protections.user_namespace else []
             return [UNSHARE, *user, *_NS_FLAGS, *python]
@@ -331,30 +332,40 @@ class Sandbox:
         return outcome
 
 
-def _parse_results(raw: bytes, token: str) -> tuple[tuple[str, str] | None, dict | None]:
-    """The worker's verdict and the supervisor's account of how the worker ended; lines
-    without the token (forged by the untrusted code) are ignored."""
+@lru_cache(maxsize=1)
+def _package_paths() -> list[str]:
+    """The folders of installed packages (site-packages), so code that imports numpy works in
+    a child started without `site`."""
+    import site
+
+    paths = [*site.getsitepackages(), site.getusersitepackages()]
+    return [p for p in paths if os.path.isdir(p) and p in sys.path]
+
+
+def _parse_results(raw: bytes, token: str) -> tuple[tuple[str, str] | None, str | None]:
+    """The worker's verdict and the supervisor's account of how the worker ended
+    ("signal=N" or "code=N"); lines without the token (forged by the untrusted code) are
+    ignored."""
     verdict = ending = None
     for line in raw.decode("utf-8", errors="replace").splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
+        parts = line.split("\t", 2)
+        if len(parts) != 3 or not secrets.compare_digest(parts[0], token):
             continue
-        if not isinstance(data, dict) or not secrets.compare_digest(str(data.get("token", "")), token):
-            continue
-        if data.get("status") in ("passed", "failed", "error") and verdict is None:
-            verdict = (data["status"], str(data.get("detail", ""))[:300])
-        elif isinstance(data.get("exit"), dict) and ending is None:
-            ending = data["exit"]
+        kind, value = parts[1], parts[2]
+        if kind in ("passed", "failed", "error") and verdict is None:
+            verdict = (kind, value[:300])
+        elif kind == "exit" and ending is None:
+            ending = value
     return verdict, ending
 
 
-def _ending_description(ending: dict | None, limits: Limits, output: str) -> tuple[str, str]:
+def _ending_description(ending: str | None, limits: Limits, output: str) -> tuple[str, str]:
     """(status, detail) of a worker that gave no verdict."""
     if ending is None:
         return "failed", "the sandboxed process ended without a verdict"
-    if "signal" in ending:
-        number = int(ending["signal"])
+    kind, _, number_text = ending.partition("=")
+    number = int(number_text) if number_text.lstrip("-").isdigit() else -1
+    if kind == "signal":
         if number == signal.SIGXCPU:
             return "timeout", f"used more than {limits.cpu_s} s of CPU time"
         if number == signal.SIGXFSZ:
@@ -368,7 +379,7 @@ def _ending_description(ending: dict | None, limits: Limits, output: str) -> tup
     if "MemoryError" in output:
         return "failed", "ran out of memory (address-space limit)"
     last = output.strip().splitlines()[-1][:200] if output.strip() else ""
-    return "failed", f"exited (code {ending.get('code')}) before the tests finished" + (f": {last}" if last else "")
+    return "failed", f"exited (code {number}) before the tests finished" + (f": {last}" if last else "")
 
 
 def _end_everything(proc: subprocess.Popen, *, namespaced: bool) -> None:

@@ -4,20 +4,19 @@ working directory, so it imports nothing but the standard library).
 Two processes. The supervisor (the namespace's first process when there are namespaces)
 prepares what needs privileges - a private /tmp, the interpreter's files made readable -
 then forks the worker and waits for it. The worker sets the resource limits, drops
-privileges and only then runs the untrusted code. Each writes one JSON line to the result
-pipe with a token the parent passed through another pipe: the worker its verdict, the
+privileges and only then runs the untrusted code. Each writes one line to the result pipe
+starting with a token the parent passed through another pipe: the worker its verdict, the
 supervisor how the worker ended (exit code or signal). An answer that exits early, prints a
 fake "passed" or closes its outputs cannot count as passed, and a crash is named.
 
-    python -I -B sandbox_child.py TOKEN_FD RESULT_FD JOB_JSON
+    python -I -S -B sandbox_child.py TOKEN_FD RESULT_FD JOB_FILE   (JOB_FILE: a marshal'd dict)
 """
 
 from __future__ import annotations
 
 import builtins
 import ctypes
-import ctypes.util
-import json
+import marshal
 import os
 import resource
 import sys
@@ -29,8 +28,9 @@ _PLAIN_TYPES = (int, float, complex, bool, str, bytes, type(None), list, tuple, 
 
 def main() -> None:
     token_fd, result_fd, job_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    with open(job_path, encoding="utf-8") as fh:
-        job = json.load(fh)
+    # marshal, not json: importing json (and re) would be a good part of the start-up time.
+    with open(job_path, "rb") as fh:
+        job = marshal.load(fh)
     token = _read_all(token_fd)
     # The untrusted code must not read the tests off the disk (to answer them by rote).
     for path in (job_path, sys.argv[0]):
@@ -39,6 +39,9 @@ def main() -> None:
         except OSError:
             pass
     setup = job["setup"]
+    # The interpreter runs with -S (no `site`: its .pth processing is most of the start-up
+    # time); the parent's package folders are put on the path as they are.
+    sys.path.extend(p for p in setup.get("package_paths", []) if p not in sys.path)
     if setup.get("private_tmp"):
         _mount_private_tmp()
         if setup.get("drop_to_uid") is not None:
@@ -48,13 +51,13 @@ def main() -> None:
     if worker == 0:
         _worker(job, token, result_fd)
     _, status = os.waitpid(worker, 0)
-    ending = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"code": os.WEXITSTATUS(status)}
-    _send(result_fd, {"token": token, "exit": ending})
+    ending = f"signal={os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"code={os.WEXITSTATUS(status)}"
+    _send(os.write, result_fd, token, "exit", ending)
     os._exit(0)
 
 
 def _worker(job: dict, token: str, result_fd: int) -> None:
-    write, dumps = os.write, json.dumps  # kept before the untrusted code can replace them
+    write = os.write  # kept before the untrusted code can replace it
     setup = job["setup"]
     _set_limits(setup["limits"], setup.get("cpu_grace_s", 1))
     if setup.get("drop_to_uid") is not None:
@@ -66,19 +69,18 @@ def _worker(job: dict, token: str, result_fd: int) -> None:
         _guard_os_calls()
     sys.setrecursionlimit(setup.get("recursion_limit", 3000))
     status, detail = _run(job)
-    try:
-        write(result_fd, dumps({"token": token, "status": status, "detail": detail}).encode() + b"\n")
-    except OSError:
-        pass  # the untrusted code closed the pipe: the parent sees no verdict
+    _send(write, result_fd, token, status, detail)
     sys.stdout.flush()
     os._exit(0)  # skip atexit handlers the untrusted code may have registered
 
 
-def _send(fd: int, message: dict) -> None:
+def _send(write, fd: int, token: str, kind: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    """One line: token, kind (passed/failed/error, or exit), value - tab-separated."""
+    value = " ".join(value.split())  # no tab or newline inside
     try:
-        os.write(fd, json.dumps(message).encode() + b"\n")
+        write(fd, f"{token}\t{kind}\t{value}\n".encode("utf-8", "replace"))
     except OSError:
-        pass
+        pass  # the untrusted code closed the pipe: the parent sees no verdict
 
 
 def _read_all(fd: int) -> str:
@@ -107,7 +109,9 @@ def _set_limits(limits: dict[str, int], cpu_grace_s: int) -> None:
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The running program's own symbols include libc's (ctypes.util.find_library would
+    # start a process to ask ldconfig).
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _mount_private_tmp() -> None:
