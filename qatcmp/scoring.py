@@ -73,6 +73,8 @@ def scores_are_current(rd: RunDir, mode: str) -> bool:
     meta = read_scores_meta(rd)
     if not rd.scores.is_file() or meta is None or meta.get("mode") != mode:
         return False
+    if meta.get("qatcmp_version", __version__) != __version__:
+        return False  # scored by another version, whose extraction may differ
     scored = rd.scores.stat().st_mtime_ns
     inputs = [*rd.transcript_files(), rd.items]
     return all(path.stat().st_mtime_ns < scored for path in inputs if path.exists())
