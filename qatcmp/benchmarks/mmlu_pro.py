@@ -140,6 +140,14 @@ _DEFAULT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+# Each pattern needs one of these words: texts without them are not scanned for it.
+_KEYWORDS = {
+    "boxed": ("\\boxed",),
+    "answer_is": ("answer",),
+    "answer_colon": ("answer",),
+    "option_is": ("option", "choice"),
+    "option_is_correct": ("option", "choice"),
+}
 # A last line that is only a letter: "(C)", "**C**", "C." - not "C. 42 m/s", which is as
 # likely the end of a list of options copied out as an answer.
 _FINAL_LINE_LETTER = re.compile(r"^\s*(?:[-*>#]+\s*)?\(?([A-J])\)?[.:]?\s*$")
@@ -204,8 +212,10 @@ def extract_default(text: str, n_options: int = 10) -> Extraction:
     valid = LETTERS[:n_options]
     text = _plain(text)
     candidates: list[tuple[int, str, str]] = []  # (position, letter, rule)
+    lowered = text.lower()
     for rule, pattern in _DEFAULT_PATTERNS:
-        candidates.extend((m.start(), m.group(1), rule) for m in pattern.finditer(text))
+        if any(word in lowered for word in _KEYWORDS[rule]):  # a scan of the text costs
+            candidates.extend((m.start(), m.group(1), rule) for m in pattern.finditer(text))
     candidates = _before_a_new_question(text, candidates)
     if not candidates:
         letter = _final_line_letter(text)
