@@ -676,7 +676,7 @@ def _scores_for(run: RunDir) -> list[ScoreRecord]:
     """Scores, computed first if scores.jsonl is missing or stale."""
     from qatcmp.scoring import ensure_scores  # the score stage pulls in the sandbox: load late
 
-    return ensure_scores(run)
+    return ensure_scores(run, mode=None)  # keep the extraction mode the user scored with
 
 
 def build_report(
