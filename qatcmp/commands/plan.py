@@ -9,14 +9,6 @@ import math
 from pydantic import BaseModel, Field
 
 from qatcmp.errors import ConfigError
-from qatcmp.stats import (
-    clustered_sample_size,
-    independent_mde,
-    independent_sample_size,
-    paired_mde,
-    paired_sample_size,
-    variance_components,
-)
 
 # The size of each benchmark's full test set: a plan above it cannot be run as asked.
 BENCHMARK_SIZES = {"humaneval": 164, "mmlu_pro": 12032}
@@ -122,6 +114,8 @@ def plan_row(
     benchmark: str | None = None,
 ) -> PlanRow:
     """Sizes for one comparison (pure: no IO)."""
+    from qatcmp.stats import independent_mde, independent_sample_size, paired_mde, paired_sample_size  # scipy: load late
+
     row = PlanRow(
         source=source,
         benchmark=benchmark,
@@ -247,6 +241,8 @@ def render_plan(plan: Plan) -> str:
 def _add_sample_options(row: PlanRow, scores, benchmark: str, a: str, b: str, args: argparse.Namespace) -> None:
     """A pilot with several answers per question separates the noise within a question from
     the differences fixed per question, which tells what more samples would buy."""
+    from qatcmp.stats import clustered_sample_size, variance_components  # scipy: load late
+
     from qatcmp.report import pass_rates
 
     def records(model: str):

@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 from qatcmp.errors import ConfigError
-from qatcmp.report import Report, build_counts_report, build_report, format_summary, write_report
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qatcmp.report import Report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    # statsmodels, scipy and matplotlib take seconds to import: only when the command runs.
+    from qatcmp.report import build_counts_report, build_report, write_report
+
     if args.counts is not None:
         if args.run:
             raise ConfigError("give either a run folder or --counts, not both")
@@ -55,6 +61,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _print(report: Report, written: Path | None, *, as_json: bool) -> None:
+    from qatcmp.report import format_summary
+
     if as_json:
         print(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
