@@ -282,3 +282,16 @@ def test_resume_without_models_option_uses_the_runs_own_variants(tmp_path):
                      "--mmlu-pro-data", "builtin", "--plain"]) == 0
         assert main(["run", "--config", str(config), "--out", out, "--plain"]) == 0
         assert len(server.chat_requests()) == 2
+
+
+def test_samples_ask_each_question_k_times_with_distinct_seeds(tmp_path):
+    with MisbehavingServer() as server:
+        config = parse_config(make_config(server.base_url))
+        plans = plan_benchmarks({"mmlu_pro": 2}, {"mmlu_pro": "builtin"}, seed=3)
+        runner = Runner(config, config.models, plans, run_dir=tmp_path / "run", seed=3, samples=3)
+        summary = asyncio.run(runner.execute())
+    records = RunDir(tmp_path / "run").read_transcripts()
+    assert summary.sent == 6 and len(records) == 6
+    assert sorted((r.item_id, r.sample) for r in records) == sorted(
+        (i, k) for i in plans[0].selection.item_ids for k in range(3))
+    assert len({r.request["seed"] for r in records}) == 6
