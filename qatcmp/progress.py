@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
@@ -27,10 +27,12 @@ class _Counter:
     errors: int = 0
     truncated: int = 0
     tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when this model x benchmark began answering
     last_print: float = 0.0
 
     def tokens_per_s(self) -> float:
+        if self.started is None:
+            return 0.0
         elapsed = time.monotonic() - self.started
         return self.tokens / elapsed if elapsed > 0 else 0.0
 
@@ -72,8 +74,12 @@ class RunProgress:
                 f"{model} · {benchmark}", total=total, completed=done, tps=0.0, errors=0, truncated=0
             )
 
-    def advance(self, model: str, benchmark: str, *, error: bool, truncated: bool, tokens: int) -> None:
+    def advance(self, model: str, benchmark: str, *, error: bool, truncated: bool, tokens: int, latency_s: float = 0.0) -> None:
         counter = self._counters[(model, benchmark)]
+        if counter.started is None:
+            # Variants sharing a server run one after another: count each one's rate from
+            # its own first request, not from the start of the run.
+            counter.started = time.monotonic() - latency_s
         counter.done += 1
         counter.errors += int(error)
         counter.truncated += int(truncated)

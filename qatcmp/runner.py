@@ -410,7 +410,8 @@ class Runner:
             self.summary.truncated += 1
             stats["truncated"] += 1
         tokens = (record.usage.completion_tokens or 0) if record.usage else 0
-        self.progress.advance(record.model, record.benchmark, error=bool(record.error), truncated=record.truncated, tokens=tokens)
+        self.progress.advance(record.model, record.benchmark, error=bool(record.error), truncated=record.truncated,
+                              tokens=tokens, latency_s=record.latency_s or 0.0)
 
     def _observe(self, unit: WorkUnit, completion: Completion) -> None:
         model = self._model_by_name[unit.model]
