@@ -10,7 +10,6 @@ extra field, so the import can be checked against it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import zipfile
@@ -20,6 +19,7 @@ from typing import Any
 
 from qatcmp import __version__
 from qatcmp.benchmarks import mmlu_pro
+from qatcmp.benchmarks.datasource import file_sha256
 from qatcmp.errors import DataError
 from qatcmp.records import (
     BenchmarkSelection,
@@ -117,7 +117,7 @@ def _manifest(path: Path, model: str, items: list[MmluProItem], now: Any) -> Run
     selection = BenchmarkSelection(
         name="mmlu_pro",
         dataset=f"import:{path.name}",
-        revision=_sha256(path),
+        revision=file_sha256(path),
         split="test",
         total_available=len(items),
         item_ids=[item.item_id for item in items],
@@ -135,14 +135,6 @@ def _manifest(path: Path, model: str, items: list[MmluProItem], now: Any) -> Run
         ),
         source=TIGER_LAB_SOURCE,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def agreement_with_published_pred(rd: RunDir, scores: list[ScoreRecord]) -> dict[str, Any]:

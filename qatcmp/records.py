@@ -159,6 +159,22 @@ class ScoreRecord(Record):
     def key(self) -> tuple[str, str, str, int]:
         return (self.model, self.benchmark, self.item_id, self.sample)
 
+    @staticmethod
+    def fields_from(record: TranscriptRecord) -> dict[str, Any]:
+        """What a score copies from its transcript record (so stats need only scores)."""
+        return {
+            "model": record.model,
+            "benchmark": record.benchmark,
+            "item_id": record.item_id,
+            "sample": record.sample,
+            "truncated": record.truncated,
+            "finish_reason": record.finish_reason,
+            "completion_tokens": record.usage.completion_tokens if record.usage else None,
+            "content_chars": len(record.content or ""),
+            "reasoning_chars": len(record.reasoning or ""),
+            "latency_s": record.latency_s,
+        }
+
 
 # --------------------------------------------------------------------------- manifest
 

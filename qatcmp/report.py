@@ -687,11 +687,24 @@ def build_report(
     margin: float = 0.05,
 ) -> Report:
     """Score the run if needed, then write report.json, report.md and the plots into it."""
+    report = report_for_run(run_dir, reference=reference, alpha=alpha, margin=margin)
+    write_report(report, Path(run_dir))
+    return report
+
+
+def report_for_run(
+    run_dir: str | Path,
+    *,
+    scores: Sequence[ScoreRecord] | None = None,
+    reference: str | None = None,
+    alpha: float = 0.05,
+    margin: float = 0.05,
+) -> Report:
+    """The report of a run folder (scored first if needed), without writing anything."""
     run = RunDir(run_dir)
     manifest = run.read_manifest()
-    scores = _scores_for(run)
-    report = build_report_from_scores(
-        scores,
+    return build_report_from_scores(
+        list(scores) if scores is not None else _scores_for(run),
         models=list(manifest.spec.models),
         benchmarks=[b.name for b in manifest.spec.benchmarks],
         source=str(run.path),
@@ -699,8 +712,6 @@ def build_report(
         alpha=alpha,
         margin=margin,
     )
-    write_report(report, run.path)
-    return report
 
 
 def write_report(report: Report, folder: Path) -> None:

@@ -42,12 +42,12 @@ def load_rows(source: str | None, hub: HubDataset, builtin_file: str) -> LoadedR
     if source == BUILTIN:
         path = builtin_path(builtin_file)
         rows = _load_local(path, hub.option)
-        return LoadedRows(rows, f"builtin:{builtin_file}", _sha256(path), None)
+        return LoadedRows(rows, f"builtin:{builtin_file}", file_sha256(path), None)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"{hub.option} {source}: no such file or folder")
     rows = _load_local(path, hub.option)
-    revision = _sha256(path) if path.is_file() else None
+    revision = file_sha256(path) if path.is_file() else None
     return LoadedRows(rows, str(path.resolve()), revision, None)
 
 
@@ -102,7 +102,7 @@ def _builder_for(path: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

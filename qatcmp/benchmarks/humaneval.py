@@ -5,12 +5,17 @@ Load, sample, prompt (a chat request for the complete function in a code block).
 
 from __future__ import annotations
 
+import ast
+import re
+import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 from qatcmp.benchmarks.datasource import HubDataset, LoadedRows, load_rows
 from qatcmp.benchmarks.sampling import seeded_order
 from qatcmp.errors import DataError
-from qatcmp.records import HumanEvalItem
+from qatcmp.records import HumanEvalItem, ScoreRecord, TranscriptRecord
+from qatcmp.sandbox import Job, Outcome, Sandbox
 
 NAME = "humaneval"
 HUB = HubDataset(
@@ -69,13 +74,7 @@ def build_messages(item: HumanEvalItem) -> list[dict[str, str]]:
 # Code comes from the final answer (`content`) only, never from the reasoning: code the model
 # drafted while thinking is not what it answered.
 
-import ast  # noqa: E402  (kept with the scoring code it serves)
-import re  # noqa: E402
-import textwrap  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
-from qatcmp.records import ScoreRecord, TranscriptRecord  # noqa: E402
-from qatcmp.sandbox import Job, Outcome, Sandbox  # noqa: E402
 
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
@@ -272,15 +271,4 @@ def _score_from_outcome(
 
 
 def _score_base(record: TranscriptRecord) -> dict[str, Any]:
-    return {
-        "model": record.model,
-        "benchmark": record.benchmark,
-        "item_id": record.item_id,
-        "sample": record.sample,
-        "truncated": record.truncated,
-        "finish_reason": record.finish_reason,
-        "completion_tokens": record.usage.completion_tokens if record.usage else None,
-        "content_chars": len(record.content or ""),
-        "reasoning_chars": len(record.reasoning or ""),
-        "latency_s": record.latency_s,
-    }
+    return ScoreRecord.fields_from(record)

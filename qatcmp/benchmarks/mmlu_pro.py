@@ -5,12 +5,14 @@ Load, sample (stratified by category), prompt (the official 0-shot instruction).
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from qatcmp.benchmarks.datasource import HubDataset, LoadedRows, load_rows
 from qatcmp.benchmarks.sampling import stratified_order
 from qatcmp.errors import DataError
-from qatcmp.records import MmluProItem
+from qatcmp.records import MmluProItem, ScoreRecord, TranscriptRecord
 
 NAME = "mmlu_pro"
 HUB = HubDataset(
@@ -84,10 +86,7 @@ def build_messages(item: MmluProItem) -> list[dict[str, str]]:
 # Only the final answer (`content`) is scored, never the reasoning: a model that weighs
 # "(B)" and "(C)" while thinking has not answered either.
 
-import re  # noqa: E402  (kept with the scoring code it serves)
-from dataclasses import dataclass  # noqa: E402
 
-from qatcmp.records import ScoreRecord, TranscriptRecord  # noqa: E402
 
 EXTRACT_MODES = ("default", "official")
 
@@ -294,16 +293,4 @@ def score(record: TranscriptRecord, item: MmluProItem, *, mode: str = "default")
 
 
 def _score_base(record: TranscriptRecord, item: MmluProItem) -> dict[str, Any]:
-    return {
-        "model": record.model,
-        "benchmark": record.benchmark,
-        "item_id": record.item_id,
-        "sample": record.sample,
-        "category": item.category,
-        "truncated": record.truncated,
-        "finish_reason": record.finish_reason,
-        "completion_tokens": record.usage.completion_tokens if record.usage else None,
-        "content_chars": len(record.content or ""),
-        "reasoning_chars": len(record.reasoning or ""),
-        "latency_s": record.latency_s,
-    }
+    return {**ScoreRecord.fields_from(record), "category": item.category}

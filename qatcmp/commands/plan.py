@@ -181,19 +181,12 @@ def _row(source: str, discordance: float, p: float, args: argparse.Namespace, **
 def _rows_from_pilot(args: argparse.Namespace) -> list[PlanRow]:
     """One row per compared pair of the pilot: its discordance, and the pair's mean accuracy
     for the independent design unless --p is given."""
-    from qatcmp.report import _scores_for, build_report_from_scores
+    from qatcmp.report import _scores_for, report_for_run
     from qatcmp.rundir import RunDir
 
     run = RunDir(args.pilot)
-    manifest = run.read_manifest()
     scores = _scores_for(run)
-    report = build_report_from_scores(
-        scores,
-        models=list(manifest.spec.models),
-        benchmarks=[b.name for b in manifest.spec.benchmarks],
-        source=str(run.path),
-        reference=args.reference,
-    )
+    report = report_for_run(run.path, scores=scores, reference=args.reference)
     rows = []
     for bench in report.benchmarks:
         for pair in bench.pairs:
