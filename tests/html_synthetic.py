@@ -23,14 +23,23 @@ from qatcmp.records import (
 from qatcmp.rundir import RunDir, write_jsonl_atomic
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
-WORDS = ("so the options narrow to the one where the units agree; check the sign again, then "
-         "compare with the second option, which fails at the boundary, and recompute the total. ").split()
+_WORDS: list[str] = []
+
+
+def words() -> list[str]:
+    """The vocabulary of the builtin MMLU-Pro questions: words drawn at random from it compress
+    about as badly as real answers (a little worse: no grammar), so sizes are not flattered."""
+    if not _WORDS:
+        items, _ = module_for("mmlu_pro").load("builtin")
+        _WORDS.extend(w for item in items for w in item.question.split())
+    return _WORDS
 
 
 def prose(rng: random.Random, chars: int) -> str:
+    vocabulary = words()
     out, size = [], 0
     while size < chars:
-        word = rng.choice(WORDS)
+        word = rng.choice(vocabulary)
         out.append(word)
         size += len(word) + 1
     return " ".join(out)[:chars]

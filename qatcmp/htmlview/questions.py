@@ -23,8 +23,8 @@ from qatcmp.rundir import RunDir
 # Characters kept of each text (head, tail). The end of a reasoning or of an answer is where
 # the decision is stated, so more of the tail is kept. Sized so that 3 variants x 1,000
 # questions with thinking-length reasoning stay a few MB (bench/bench_html.py measures it).
-REASONING_KEEP = (500, 1500)
-CONTENT_KEEP = (1500, 2500)
+REASONING_KEEP = (400, 1100)
+CONTENT_KEEP = (1000, 1500)
 CODE_KEEP = (4000, 2000)
 DETAIL_KEEP = (1000, 1000)
 QUESTION_KEEP = (6000, 2000)

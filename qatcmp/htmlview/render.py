@@ -162,7 +162,7 @@ def page_data(report: Report, questions: QuestionRows | None) -> dict[str, Any]:
     benchmarks = []
     for bench in questions.benchmarks:
         reported = by_name.get(bench.benchmark)
-        entry = bench.model_dump(mode="json")
+        entry = bench.model_dump(mode="json", exclude_none=True)  # absent = none: smaller
         entry["label"] = reported.label if reported else bench.benchmark
         entry["pairs"] = [
             {"a": p.a, "b": p.b, "n": p.n, "a_only": p.a_only, "b_only": p.b_only}

@@ -94,7 +94,7 @@
     var best = null;
     DATA.models.forEach(function (m) {
       var a = pairedAnswer(q, m);
-      if (a && a[key] !== null && a[key] !== undefined && (best === null || a[key] > best)) best = a[key];
+      if (a && a[key] != null && (best === null || a[key] > best)) best = a[key];
     });
     return best;
   }
@@ -198,7 +198,7 @@
       var kind = q.cells[m] || "missing";
       var td = el("td", "cell " + kind, CELL[kind][0]);
       var a = pairedAnswer(q, m);
-      td.title = m + ": " + CELL[kind][1] + (a && a.tokens !== null ? ", " + a.tokens + " tokens" : "");
+      td.title = m + ": " + CELL[kind][1] + (a && a.tokens != null ? ", " + a.tokens + " tokens" : "");
       td.dataset.model = m;
       tr.appendChild(td);
     });
@@ -227,9 +227,9 @@
     if (!isCode) fact(facts, "extracted", a.extracted ? a.extracted.text : "none");
     fact(facts, "how", a.rule);
     fact(facts, "finish reason", a.finish_reason);
-    fact(facts, "tokens", a.tokens === null ? null : fmt(a.tokens));
-    fact(facts, "latency", a.latency_s === null ? null : fmt(a.latency_s, 2) + " s");
-    if (isCode) fact(facts, "sandbox", a.status + (a.run_s === null ? "" : " in " + fmt(a.run_s, 2) + " s"));
+    fact(facts, "tokens", a.tokens == null ? null : fmt(a.tokens));
+    fact(facts, "latency", a.latency_s == null ? null : fmt(a.latency_s, 2) + " s");
+    if (isCode) fact(facts, "sandbox", a.status + (a.run_s == null ? "" : " in " + fmt(a.run_s, 2) + " s"));
     if (isPaired && q.answers[model].length > 1) fact(facts, "paired tests", "use this sample");
     card.appendChild(facts);
     if (a.error) card.appendChild(el("p", "error", "No answer from the server: " + a.error));
