@@ -71,5 +71,5 @@ def _print(report: Report, written: Path | None, *, as_json: bool) -> None:
         return
     print(format_summary(report))
     if written is not None:
-        files = ", ".join(["report.md", "report.json", "report.html", *report.plots])
+        files = ", ".join(["report.md", "report.json", *report.plots, "report.html"])
         print(f"\nWrote {files} in {written}")
