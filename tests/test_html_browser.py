@@ -347,6 +347,8 @@ def test_payloads_render_as_text_and_nothing_runs_or_leaves(hostile_run, browser
     truncated_ids = {s.item_id for s in RunDir(run).read_scores() if s.truncated and s.benchmark == "mmlu_pro"}
     assert len(truncated_ids) == 2 and {r.get_attribute("data-id") for r in rows(browser)} == truncated_ids
 
+    assert severe_console(browser) == []  # no script error, no refused load so far
+
     # Nothing was fetched while the page was used (data: plots aside).
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(function (e) { return e.name; })")

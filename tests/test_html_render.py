@@ -4,7 +4,6 @@ model of a run folder (cells, the paired sample, trimming), counts reports, `qat
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import sys
@@ -150,10 +149,10 @@ def test_cells_say_right_wrong_truncated_no_answer_error(run):
     mmlu[3].update(correct=True, truncated=False, status="answered")
     mmlu[4].update(correct=False, truncated=False, status="answered")
     write_text_atomic(run / "scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores if s is not mmlu[5]))
-    cells = [q.cells["4bit"] for q in build_question_rows(run).benchmarks[0].questions]
-    by_id = {q.id: q.cells["4bit"] for q in build_question_rows(run).benchmarks[0].questions}
+    questions = build_question_rows(run).benchmarks[0].questions
+    by_id = {q.id: q.cells["4bit"] for q in questions}
     assert [by_id[s["item_id"]] for s in mmlu[:6]] == ["error", "no_answer", "truncated", "right", "wrong", "missing"]
-    assert len(cells) == 30
+    assert len(questions) == 30
 
 
 def test_long_texts_are_trimmed_with_their_length():
@@ -166,10 +165,11 @@ def test_long_texts_are_trimmed_with_their_length():
 
 
 def test_counts_report_and_a_setup_part_render(tmp_path):
-    report = build_counts_report("humaneval:6bit=98/100,qat8=90/100")
-    write_report(report, tmp_path)
-    html = write_html_report(report, tmp_path).read_text(encoding="utf-8")
+    spec = "humaneval:6bit=98/100,qat8=90/100"
+    assert main(["stats", "--counts", spec, "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "6bit vs qat8, HumanEval" in html and 'id="questions"' not in html
+    report = build_counts_report(spec)
 
     class WithSetup(Report):  # a Report with the Set-up part the report engineer adds
         setup: dict
