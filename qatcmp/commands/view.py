@@ -37,6 +37,8 @@ def handle(args: argparse.Namespace) -> int:
 def report_page(target: Path) -> Path:
     page = target if target.suffix.lower() == ".html" else target / REPORT_HTML
     if not page.is_file():
+        if target.is_file():
+            raise DataError(f"{target}: not a run folder or a report.html")
         if target.suffix.lower() != ".html" and not target.is_dir():
             raise DataError(f"{target}: no such run folder")
         raise DataError(f"{page}: no report.html here (write it with: qatcmp stats {target})")
