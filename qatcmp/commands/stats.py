@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     # statsmodels, scipy and matplotlib take seconds to import: only when the command runs.
+    from qatcmp.htmlview import write_html_report
     from qatcmp.report import build_counts_report, build_report, write_report
 
     if args.counts is not None:
@@ -48,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         written = None
         if args.out:
             write_report(report, Path(args.out))
+            write_html_report(report, Path(args.out))
             written = Path(args.out)
     else:
         if not args.run:
@@ -55,6 +57,7 @@ def handle(args: argparse.Namespace) -> int:
         if args.out:
             raise ConfigError("--out is for --counts; a run's report is written into its folder")
         report = build_report(args.run, reference=args.reference, alpha=args.alpha, margin=args.margin)
+        write_html_report(report, Path(args.run))
         written = Path(args.run)
     _print(report, written, as_json=args.json)
     return 0
@@ -68,5 +71,5 @@ def _print(report: Report, written: Path | None, *, as_json: bool) -> None:
         return
     print(format_summary(report))
     if written is not None:
-        files = ", ".join(["report.md", "report.json", *report.plots])
+        files = ", ".join(["report.md", "report.json", *report.plots, "report.html"])
         print(f"\nWrote {files} in {written}")

@@ -1,0 +1,225 @@
+"""report.html without a browser: the escaping of embedded data, the policy's hashes, the view
+model of a run folder (cells, the paired sample, trimming), counts reports, `qatcmp view`."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from html_synthetic import make_run
+from qatcmp.cli import main
+from qatcmp.htmlview.questions import CONTENT_KEEP, REASONING_KEEP, build_question_rows, trimmed
+from qatcmp.htmlview.render import csp_hash, render_html, script_json, setup_rows
+from qatcmp.htmlview.write import write_html_report
+from qatcmp.report import Report, build_counts_report, report_for_run, write_report
+from qatcmp.rundir import RunDir, read_jsonl_objects, write_text_atomic
+
+
+class Page(HTMLParser):
+    """The page's elements, scripts and style, as a browser's tokenizer sees them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[tuple[dict, str]] = []
+        self.styles: list[str] = []
+        self._open: tuple[str, dict] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._open = (tag, dict(attrs))
+            (self.scripts if tag == "script" else self.styles).append((dict(attrs), "") if tag == "script" else "")
+
+    def handle_data(self, data):
+        if self._open is None:
+            return
+        if self._open[0] == "script":
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+        else:
+            self.styles[-1] += data
+
+    def handle_endtag(self, tag):
+        if self._open and tag == self._open[0]:
+            self._open = None
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    return page
+
+
+HOSTILE = '</script><img src=x onerror="window.__pwned=1"><!-- \u2028\u2029 \'" & </textarea> <a href="javascript:x()">'
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+def test_script_json_is_inert_and_round_trips(text):
+    out = str(script_json({"t": text + HOSTILE}))
+    assert not re.search("[<>&'\u2028\u2029]", out)
+    assert json.loads(out) == {"t": text + HOSTILE}
+
+
+def test_script_json_keeps_lone_surrogates_as_escapes():
+    out = str(script_json(["\ud800x"]))
+    assert out == '["\\ud800x"]' and json.loads(out) == ["\ud800x"]
+    out.encode("utf-8")  # writable
+
+
+@pytest.fixture()
+def run(tmp_path):
+    return make_run(tmp_path / "run", mmlu_pro=30, humaneval=6, seed=1, reasoning_median=3000).path
+
+
+def report_of(folder: Path) -> Report:
+    return report_for_run(folder, scores=RunDir(folder).read_scores())
+
+
+def hostile_answers(folder: Path) -> None:
+    """The first MMLU-Pro answer of every model, and a question, carry HTML and script."""
+    items = list(read_jsonl_objects(folder / "items.jsonl"))
+    items[0]["question"] = HOSTILE
+    write_text_atomic(folder / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    for path in (folder / "transcripts").glob("*.mmlu_pro.jsonl"):
+        records = list(read_jsonl_objects(path))
+        records[0]["content"] = HOSTILE + "\nThe answer is (A)."
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_page_has_exactly_our_script_and_style_and_their_hashes(run):
+    hostile_answers(run)
+    report = report_of(run)
+    write_report(report, run)
+    html = (write_html_report(report, run)).read_text(encoding="utf-8")
+    page = parse(html)
+    scripts = page.scripts
+    assert [a.get("type") for a, _ in scripts] == ["application/json", None]  # the data, then the code
+    assert [t for t, _ in page.tags].count("img") == len(report.plots) == 2  # the plots, nothing else
+    assert all(attrs["src"].startswith("data:image/png;base64,") for tag, attrs in page.tags if tag == "img")
+    assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs)  # no inline handler
+    csp = next(a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "img-src data:" in csp and "unsafe" not in csp
+    assert f"script-src {csp_hash(scripts[1][1])};" in csp
+    assert f"style-src {csp_hash(page.styles[0])};" in csp
+    data = json.loads(scripts[0][1])
+    mmlu = data["benchmarks"][0]
+    assert mmlu["questions"][0]["text"]["text"] == HOSTILE
+    assert mmlu["questions"][0]["answers"]["4bit"][0]["content"]["text"] == HOSTILE + "\nThe answer is (A)."
+    # The page's counts of each pair are the report's.
+    reported = report.benchmarks[0]
+    assert [(p["a"], p["b"], p["a_only"], p["b_only"]) for p in mmlu["pairs"]] == [
+        (p.a, p.b, p.a_only, p.b_only) for p in reported.pairs]
+
+
+def test_rows_pick_the_paired_sample_and_match_the_report(tmp_path):
+    folder = make_run(tmp_path / "k2", mmlu_pro=40, humaneval=0, samples=2, seed=3).path
+    # A server error on a first sample: the pairing then uses the second.
+    scores = list(read_jsonl_objects(folder / "scores.jsonl"))
+    first = next(s for s in scores if s["model"] == "6bit" and s["sample"] == 0)
+    first.update(status="server_error", correct=False)
+    write_text_atomic(folder / "scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
+    report = report_for_run(folder, scores=RunDir(folder).read_scores())
+    rows = build_question_rows(folder)
+    questions = rows.benchmarks[0].questions
+    second = next(s for s in scores if s["model"] == "6bit" and s["item_id"] == first["item_id"] and s["sample"] == 1)
+    chosen = next(q for q in questions if q.id == first["item_id"])
+    assert chosen.paired["6bit"] is second["correct"] and len(chosen.answers["6bit"]) == 2
+    for pair in report.benchmarks[0].pairs:
+        a_only = sum(q.paired[pair.a] is True and q.paired[pair.b] is False for q in questions)
+        b_only = sum(q.paired[pair.b] is True and q.paired[pair.a] is False for q in questions)
+        assert (a_only, b_only) == (pair.a_only, pair.b_only)
+
+
+def test_cells_say_right_wrong_truncated_no_answer_error(run):
+    scores = list(read_jsonl_objects(run / "scores.jsonl"))
+    mmlu = [s for s in scores if s["model"] == "4bit" and s["benchmark"] == "mmlu_pro"]
+    mmlu[0].update(status="server_error", correct=False)
+    mmlu[1].update(status="no_answer", correct=False, extracted=None)
+    mmlu[2].update(truncated=True, correct=False)
+    mmlu[3].update(correct=True, truncated=False, status="answered")
+    mmlu[4].update(correct=False, truncated=False, status="answered")
+    write_text_atomic(run / "scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores if s is not mmlu[5]))
+    questions = build_question_rows(run).benchmarks[0].questions
+    by_id = {q.id: q.cells["4bit"] for q in questions}
+    assert [by_id[s["item_id"]] for s in mmlu[:6]] == ["error", "no_answer", "truncated", "right", "wrong", "missing"]
+    assert len(questions) == 30
+
+
+def test_long_texts_are_trimmed_with_their_length():
+    text = "a" * 1000 + "MIDDLE" + "z" * 10_000
+    t = trimmed(text, REASONING_KEEP)
+    assert t.chars == len(text) and t.omitted == len(text) - sum(REASONING_KEEP)
+    assert t.text[: t.at] == text[: REASONING_KEEP[0]] and t.text[t.at:] == text[-REASONING_KEEP[1]:]
+    short = trimmed("The answer is (C).", CONTENT_KEEP)
+    assert (short.text, short.omitted) == ("The answer is (C).", 0)
+
+
+def test_counts_report_and_a_setup_part_render(tmp_path):
+    spec = "humaneval:6bit=98/100,qat8=90/100"
+    assert main(["stats", "--counts", spec, "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "6bit vs qat8, HumanEval" in html and 'id="questions"' not in html
+    report = build_counts_report(spec)
+
+    class WithSetup(Report):  # a Report with the Set-up part the report engineer adds
+        setup: dict
+
+    richer = WithSetup(**report.model_dump(), setup={"server": {"oMLX": "0.3.1"}, "max_tokens": 32768, "thinking": True})
+    assert ("server · oMLX", "0.3.1") in setup_rows(richer) and ("max tokens", "32768") in setup_rows(richer)
+    assert "32768" in render_html(richer)
+
+
+def test_stats_writes_report_html(run, capsys):
+    # No scores.meta.json: stats scores the synthetic answers for real (HumanEval in the sandbox).
+    assert main(["stats", str(run)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    report = json.loads((run / "report.json").read_text())
+    data = json.loads(parse((run / "report.html").read_text(encoding="utf-8")).scripts[0][1])
+    assert [p["a_only"] for p in data["benchmarks"][0]["pairs"]] == [p["a_only"] for p in report["benchmarks"][0]["pairs"]]
+
+
+# --------------------------------------------------------------------------- qatcmp view
+
+
+def test_view_prints_the_path_without_a_display(run, monkeypatch, capsys):
+    write_html_report(report_of(run), run)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["view", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str((run / "report.html").resolve())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="$BROWSER and DISPLAY as on Linux")
+def test_view_opens_the_default_browser(run, monkeypatch, tmp_path, capsys):
+    write_html_report(report_of(run), run)
+    opened = tmp_path / "opened.txt"
+    fake = tmp_path / "fake-browser"
+    fake.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("BROWSER", str(fake))  # webbrowser's documented override
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "_tryorder", None)  # re-read $BROWSER
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+    assert main(["view", str(run)]) == 0
+    assert "Opened" in capsys.readouterr().out
+    assert opened.read_text().strip() == (run / "report.html").resolve().as_uri()
+
+
+def test_view_without_a_report_is_one_clear_error(tmp_path, capsys):
+    assert main(["view", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qatcmp: error:") and "qatcmp stats" in err and len(err.splitlines()) == 1
+    assert main(["view", str(tmp_path / "nope")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
