@@ -7,10 +7,12 @@ a traceback is shown only with QATCMP_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from qatcmp import __version__
 from qatcmp.errors import QatcmpError
@@ -30,8 +32,16 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"qatcmp: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="qatcmp",
         description="Is this quantized model variant really worse than that one, or is it noise? "
         "Paired benchmark comparisons over OpenAI-compatible servers.",
@@ -59,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qatcmp: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine, not qatcmp: a full disk, a read-only folder...
+        _debug_traceback()
+        print(f"qatcmp: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: still one line, with a way to see more
         _debug_traceback()
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -68,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text += "; free some space and run the same command again (what was written is kept)"
+    return where + text
 
 
 def _terminate_like_ctrl_c() -> None:

@@ -145,8 +145,7 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
         qatcmp_version=__version__,
         created_at=now,
         updated_at=now,
-        command=command,
-        config=config.redacted(),
+        config={},  # start_session fills in the command and config
         spec=spec,
         item_hashes=item_hashes(items),
     )
