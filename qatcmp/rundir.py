@@ -333,7 +333,10 @@ class JsonlAppender:
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            # Every record was flushed when appended; a flush that fails here (a full disk)
+            # retries a line already reported as failed: the descriptor is closed anyway.
+            with contextlib.suppress(OSError):
+                self._fh.close()
 
     def __enter__(self) -> JsonlAppender:
         return self

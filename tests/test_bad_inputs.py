@@ -151,3 +151,178 @@ def test_config_is_a_folder(tmp_path):
     (tmp_path / "cfg").mkdir()
     result = qatcmp("run", "--config", str(tmp_path / "cfg"), "--out", str(tmp_path / "r"), *RUN)
     assert_bad_input(result, "is a folder")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def test_more_mmlu_questions_than_exist(tmp_path):
+    text = make_config(DEAD_URL)
+    line = assert_bad_input(run_with_config(tmp_path, text, "--mmlu-pro", "1000000"), "--mmlu-pro 1000000", "has only")
+    available = int(line.split("has only ")[1].split()[0])
+    assert 0 < available < 1000000
+
+
+def test_more_humaneval_problems_than_exist(tmp_path):
+    text = make_config(DEAD_URL)
+    result = run_with_config(tmp_path, text, "--humaneval", "500", "--humaneval-data", "builtin")
+    assert_bad_input(result, "--humaneval 500", "has only 164 questions", "at most 164")
+
+
+@pytest.mark.parametrize("value", ["1000000000", "101", "0", "-3"])
+def test_absurd_samples(tmp_path, value):
+    result = run_with_config(tmp_path, make_config(DEAD_URL), "--samples", value)
+    assert_bad_input(result, f"--samples {value}", "1 to 100")
+
+
+def test_hundred_samples_are_allowed(tmp_path):
+    # The limit is not off by one: 100 passes the checks and fails only at the dead server.
+    result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(tmp_path / "r"),
+                    *RUN, "--samples", "100")
+    assert "--samples" not in result.stderr and "cannot connect" in result.stderr
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "servers.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e9"])
+def test_score_timeout_must_be_a_sane_number(tmp_path, value):
+    result = qatcmp("score", str(tmp_path / "no-run"), "--timeout", value)
+    assert_bad_input(result, "--timeout", "seconds above 0")
+
+
+def test_bad_option_is_one_line(tmp_path):
+    result = qatcmp("run", "--config", "x.yaml", "--out", str(tmp_path / "r"), "--samples", "many")
+    assert_bad_input(result, "--samples", "invalid int value", "qatcmp run --help")
+
+
+# --------------------------------------------------------------------------- --out
+
+
+def test_out_is_a_regular_file(tmp_path):
+    out = tmp_path / "results.txt"
+    out.write_text("precious\n")
+    result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(out), *RUN)
+    assert_bad_input(result, f"--out {out} is a file, not a folder")
+    assert out.read_text() == "precious\n"
+
+
+def test_out_under_a_regular_file(tmp_path):
+    parent = tmp_path / "results.txt"
+    parent.write_text("precious\n")
+    result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(parent / "run"), *RUN)
+    assert_bad_input(result, "cannot write there", "Not a directory")
+    assert parent.read_text() == "precious\n"
+
+
+def test_out_under_proc(tmp_path):
+    result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", "/proc/qatcmp-run", *RUN)
+    assert_bad_input(result, "/proc is a virtual file system")
+
+
+def test_out_read_only(tmp_path):
+    folder = tmp_path / "ro"
+    with read_only_folder(folder):
+        result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(folder / "run"), *RUN)
+    assert_bad_input(result, "cannot write there", "Read-only file system" if os.geteuid() == 0 else "Permission denied")
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: int, *options: str):
+    """A real small file system, mounted for the test (needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    opts = ",".join([f"size={size}", *options])
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path):
+    if os.geteuid() == 0:
+        with tmpfs(path, 1 << 20, "ro"):
+            yield path
+    else:
+        path.mkdir()
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+
+
+def assert_run_error(result, *fragments: str) -> str:
+    """Exit 2; progress lines may come first, the error is one line and the last."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout and "internal error" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("qatcmp: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp." in p.name]
+
+
+def page(n: int) -> int:
+    return -(-n // 4096) * 4096
+
+
+def test_disk_full_mid_run_keeps_what_was_written_and_resumes(tmp_path):
+    n = 40
+    with MisbehavingServer() as server:
+        config = _write(tmp_path, make_config(server.base_url))
+        run = ["--mmlu-pro", str(n), "--mmlu-pro-data", "builtin", "--plain"]
+        # Measure a complete run, then give the real one room for its set-up and about half
+        # of its answers.
+        sizing = tmp_path / "sizing"
+        assert qatcmp("run", "--config", config, "--out", str(sizing), *run).returncode == 0
+        fixed = page((sizing / "items.jsonl").stat().st_size) + 3 * page((sizing / "manifest.json").stat().st_size) + 4096
+        answers = sum(p.stat().st_size for p in (sizing / "transcripts").iterdir())
+        disk = tmp_path / "disk"
+        with tmpfs(disk, fixed + page(answers // 2)):
+            out = disk / "run"
+            full = qatcmp("run", "--config", config, "--out", str(out), *run)
+            assert_run_error(full, "No space left on device", "run the same command again")
+            assert temp_files(disk) == []
+            kept = [line for p in (out / "transcripts").iterdir() for line in p.read_text().splitlines()]
+            complete = [json.loads(line) for line in kept if line.endswith("}")]
+            assert 0 < len(complete) < n
+            subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+            resumed = qatcmp("run", "--config", config, "--out", str(out), *run)
+            assert resumed.returncode == 0, resumed.stderr
+            records = [json.loads(line) for p in (out / "transcripts").iterdir() for line in p.read_text().splitlines()]
+            assert temp_files(disk) == []
+    ids = [r["item_id"] for r in records]
+    assert len(ids) == n == len(set(ids))
+    assert all(r in records for r in complete)  # nothing written before the full disk was lost
+
+
+def test_disk_full_at_the_start_leaves_no_temporary_files(tmp_path):
+    disk = tmp_path / "disk"
+    with tmpfs(disk, 8192):
+        result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(disk / "run"),
+                        "--mmlu-pro", "50", "--mmlu-pro-data", "builtin", "--plain")
+        assert_run_error(result, "No space left on device")
+        leftovers = sorted(p.name for p in disk.rglob("*"))
+    # No temporary file, and the folder the run made (holding only its lock) is gone.
+    assert leftovers == [], leftovers
