@@ -256,6 +256,20 @@ class _BoundedLoader(yaml.SafeLoader):
                 )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML keeps the last of two equal keys; a second `models:` would silently drop the
+        # first list. Keys brought in by a merge (<<: *x) may be overridden: only the
+        # mapping's own keys are compared.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                mark = key_node.start_mark
+                raise ConfigError(f"{self.name}:{mark.line + 1}: the key '{key_node.value}' is given twice")
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
 
 def parse_config(text: str, origin: str = "servers.yaml") -> Config:
     loader = _BoundedLoader(text)

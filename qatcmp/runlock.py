@@ -43,11 +43,13 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.command = command
         self._fd: int | None = None
-        self._created = False
+        self._created = False  # the folder
+        self._created_file = False  # the lock file
 
     def __enter__(self) -> RunLock:
         check_out_folder(self.folder)
         self._created = not self.folder.exists()
+        self._created_file = not self.path.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -89,9 +91,12 @@ class RunLock:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)  # the holder is gone
-            if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+            # A run refused before it wrote anything (say, --out is someone else's folder)
+            # leaves nothing behind: neither its lock file nor a folder it made.
+            if self._created_file and not (self.folder / "manifest.json").exists():
                 self.path.unlink()
-                self.folder.rmdir()
+                if self._created and not any(self.folder.iterdir()):
+                    self.folder.rmdir()
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
 

@@ -326,3 +326,25 @@ def test_disk_full_at_the_start_leaves_no_temporary_files(tmp_path):
         leftovers = sorted(p.name for p in disk.rglob("*"))
     # No temporary file, and the folder the run made (holding only its lock) is gone.
     assert leftovers == [], leftovers
+
+
+def test_duplicate_key_in_config(tmp_path):
+    text = make_config(DEAD_URL) + "models:\n  - {name: b, server: local, model: other}\n"
+    assert_bad_input(run_with_config(tmp_path, text), "the key 'models' is given twice")
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    text = make_config(DEAD_URL).replace("  sampling: {temperature: 0.0, max_tokens: 64}",
+                                         "  sampling: {<<: &s {temperature: 0.5, max_tokens: 64}, temperature: 0.0}")
+    path = tmp_path / "servers.yaml"
+    path.write_text(text)
+    assert "qatcmp: error" not in qatcmp("check", "--config", str(path)).stderr
+
+
+def test_refused_run_leaves_a_foreign_folder_as_it_was(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8")
+    result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(folder), *RUN)
+    assert_bad_input(result, "is not a qatcmp run folder")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
