@@ -7,7 +7,6 @@ a traceback is shown only with QATCMP_DEBUG=1.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import signal
@@ -15,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from qatcmp import __version__
-from qatcmp.errors import QatcmpError
+from qatcmp.errors import QatcmpError, describe_os_error
 
 # Each module in qatcmp/commands/ defines register(subparsers), which adds its sub-command
 # and sets `func(args) -> int` as the handler.
@@ -82,14 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
-
-
-def describe_os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    text = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        text += "; free some space and run the same command again (what was written is kept)"
-    return where + text
 
 
 def _terminate_like_ctrl_c() -> None:

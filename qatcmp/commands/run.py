@@ -9,7 +9,7 @@ import shlex
 import sys
 
 from qatcmp.config import load_config
-from qatcmp.errors import ConfigError, QatcmpError
+from qatcmp.errors import ConfigError, DataError, QatcmpError, describe_os_error
 from qatcmp.progress import RunProgress
 from qatcmp.rundir import RunDir, finish_session
 from qatcmp.runlock import RunLock, check_out_folder
@@ -84,9 +84,12 @@ def handle(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 130
-        except (QatcmpError, OSError) as exc:
+        except QatcmpError as exc:
             _close_session(run, sessions_before, f"failed: {str(exc)[:200]}", runner.summary)
             raise
+        except OSError as exc:  # a full disk, most likely: say where
+            _close_session(run, sessions_before, f"failed: {describe_os_error(exc)}", runner.summary)
+            raise DataError(f"{run.path}: {describe_os_error(exc)}") from None
         _close_session(run, sessions_before, "errors" if summary.errors else "complete", summary)
     print_summary(summary, resume)
     return summary.exit_code
