@@ -71,19 +71,29 @@ def handle(args: argparse.Namespace) -> int:
     runner = Runner(config, models, plans, run_dir=run.path, seed=seed, samples=samples, command=command,
                     retry_errors=not args.no_retry_errors, progress=progress)
     resume = f"qatcmp run --config {shlex.quote(args.config)} --out {shlex.quote(str(run.path))}"
-    # Everything above only reads; from here on the folder is written, by this run alone.
+    try:
+        with progress:
+            summary = run_in_folder(run, runner, command)
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted: {runner.summary.sent} answers saved in {run.path}. Resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    print_summary(summary, resume)
+    return summary.exit_code
+
+
+def run_in_folder(run: RunDir, runner: Runner, command: list[str]) -> RunSummary:
+    """Execute the run holding the folder's lock (one run per folder), and record in the
+    manifest how this session ended. Everything before this only reads the folder."""
     with RunLock(run.path, command):
         sessions_before = len(run.read_manifest().sessions) if run.manifest.exists() else 0
         try:
-            with progress:
-                summary = asyncio.run(runner.execute())
+            summary = asyncio.run(runner.execute())
         except KeyboardInterrupt:
             _close_session(run, sessions_before, "interrupted", runner.summary)
-            print(
-                f"\nInterrupted: {runner.summary.sent} answers saved in {run.path}. Resume with:\n  {resume}",
-                file=sys.stderr,
-            )
-            return 130
+            raise
         except QatcmpError as exc:
             _close_session(run, sessions_before, f"failed: {str(exc)[:200]}", runner.summary)
             raise
@@ -91,8 +101,7 @@ def handle(args: argparse.Namespace) -> int:
             _close_session(run, sessions_before, f"failed: {describe_os_error(exc)}", runner.summary)
             raise DataError(f"{run.path}: {describe_os_error(exc)}") from None
         _close_session(run, sessions_before, "errors" if summary.errors else "complete", summary)
-    print_summary(summary, resume)
-    return summary.exit_code
+    return summary
 
 
 def check_numbers(args: argparse.Namespace) -> None:
