@@ -271,6 +271,17 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.1 reads on/off/yes/no as booleans, so `thinking_switch: {on: ..., off: ...}` would
+# have the keys True and False. Only true/false are booleans here (as in YAML 1.2).
+_BoundedLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse_config(text: str, origin: str = "servers.yaml") -> Config:
     loader = _BoundedLoader(text)
     loader.name = origin

@@ -348,3 +348,17 @@ def test_refused_run_leaves_a_foreign_folder_as_it_was(tmp_path):
     result = qatcmp("run", "--config", _write(tmp_path, make_config(DEAD_URL)), "--out", str(folder), *RUN)
     assert_bad_input(result, "is not a qatcmp run folder")
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
+
+
+def test_thinking_switch_on_off_keys_as_the_readme_writes_them():
+    from qatcmp.config import parse_config
+
+    text = make_config(DEAD_URL).replace(
+        "    max_concurrency",
+        "    thinking_switch:\n      on:  {chat_template_kwargs: {enable_thinking: yes}}\n"
+        "      off: {think: false}\n    max_concurrency")
+    server = parse_config(text).servers[0]
+    # on/off are keys, not YAML 1.1 booleans; `yes` stays the string it is.
+    assert server.thinking_switch.on == {"chat_template_kwargs": {"enable_thinking": "yes"}}
+    assert server.thinking_switch.off == {"think": False}
+    assert server.stream is True
