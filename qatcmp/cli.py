@@ -11,9 +11,10 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from qatcmp import __version__
-from qatcmp.errors import QatcmpError
+from qatcmp.errors import QatcmpError, describe_os_error
 
 # Each module in qatcmp/commands/ defines register(subparsers), which adds its sub-command
 # and sets `func(args) -> int` as the handler.
@@ -31,8 +32,16 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"qatcmp: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="qatcmp",
         description="Is this quantized model variant really worse than that one, or is it noise? "
         "Paired benchmark comparisons over OpenAI-compatible servers.",
@@ -60,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qatcmp: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine, not qatcmp: a full disk, a read-only folder...
+        _debug_traceback()
+        print(f"qatcmp: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: still one line, with a way to see more
         _debug_traceback()
         first = str(exc).splitlines()[0] if str(exc) else ""

@@ -6,10 +6,14 @@ API keys never live in the file: it names an environment variable (``api_key_env
 
 from __future__ import annotations
 
+import codecs
+import math
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,12 +22,25 @@ from qatcmp.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 
+# Bounds on what a config file may expand to. A real servers.yaml is a few kilobytes, a few
+# levels deep, with a handful of anchors; these limits are far above that and far below what
+# makes the loader (or the manifest that records the config) slow or huge.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_ALIASES = 100
+MAX_CONFIG_VALUES = 100_000  # every value counted as often as aliases repeat it
+MAX_CONFIG_DEPTH = 32
+# An HTTP header name is an RFC 9110 token; a value is visible ASCII, spaces and tabs (httpx
+# encodes values as ASCII, and CR/LF would split the request).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+
 DEFAULT_THINKING_ON: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}
 DEFAULT_THINKING_OFF: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # NaN and infinity are not numbers a server can be sent (JSON has no spelling for them).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Timeouts(Strict):
@@ -77,9 +94,32 @@ class ServerConfig(Strict):
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        if not re.match(r"^https?://[^/\s]+", value) or re.search(r"\s", value):
             raise ValueError("must start with http:// or https:// followed by a host")
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # raises ValueError when out of range or not a number
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {value!r}") from None
+        if not parts.hostname:
+            raise ValueError("must start with http:// or https:// followed by a host")
+        if port == 0:
+            raise ValueError(f"port 0 is not a port a server listens on ({value!r})")
         return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if not HEADER_VALUE.match(text):
+                # The value itself may be a secret: name the header, not the value.
+                raise ValueError(
+                    f"the value of header {name!r} has a line break or a character that is not "
+                    "printable ASCII, which no HTTP request can carry"
+                )
+        return value
 
     def api_key(self) -> str | None:
         """The key's value, read from the environment at the moment it is needed."""
@@ -173,24 +213,92 @@ def _require_unique(what: str, names: list[str]) -> None:
 def load_config(path: str | os.PathLike[str]) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (copy servers.yaml from the project and edit it)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_config(text, str(path))
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1000} kB; a servers.yaml is a few kB")
+    return parse_config(decode_config(raw, str(path)), str(path))
+
+
+def decode_config(raw: bytes, origin: str) -> str:
+    """The file's text; it must be UTF-8 (a UTF-8 byte-order mark is allowed)."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if raw.startswith(bom):
+            raise ConfigError(f"{origin}: the file is {name}; save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{origin}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, with a budget of aliases: an alias bomb (aliases of aliases of
+    lists) expands exponentially in whatever reads the result."""
+
+    aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"{self.name}:{mark.line + 1}: more than {MAX_YAML_ALIASES} YAML aliases (*name); "
+                    "write the values out"
+                )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML keeps the last of two equal keys; a second `models:` would silently drop the
+        # first list. Keys brought in by a merge (<<: *x) may be overridden: only the
+        # mapping's own keys are compared.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                mark = key_node.start_mark
+                raise ConfigError(f"{self.name}:{mark.line + 1}: the key '{key_node.value}' is given twice")
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 reads on/off/yes/no as booleans, so `thinking_switch: {on: ..., off: ...}` would
+# have the keys True and False. Only true/false are booleans here (as in YAML 1.2).
+_BoundedLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_config(text: str, origin: str = "servers.yaml") -> Config:
+    loader = _BoundedLoader(text)
+    loader.name = origin
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested more than {MAX_CONFIG_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with 'servers' and 'models'")
+    check_plain_data(data, origin)
     _refuse_inline_keys(data, origin)
     try:
         return Config.model_validate(data)
@@ -198,8 +306,40 @@ def parse_config(text: str, origin: str = "servers.yaml") -> Config:
         raise ConfigError(f"{origin}: {describe_validation_error(exc)}") from None
 
 
+def check_plain_data(data: Any, origin: str) -> None:
+    """Refuse what no JSON request can carry, and bound the size and depth of the config
+    as it expands (aliases count each time they are used). Iterative: a deep structure
+    must not exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    values = 0
+    while stack:
+        value, where, depth = stack.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{origin}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{origin}: {where}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        label = where or "(top level)"
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{origin}: {label}: the key {key!r} is not a string; quote it")
+                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{origin}: {label}: {value} is not a finite number")
+        elif isinstance(value, (date, bytes, set)):
+            raise ConfigError(f"{origin}: {label}: a {type(value).__name__} is not allowed here; quote the value")
+        elif value is not None and not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{origin}: {label}: a {type(value).__name__} is not allowed here")
+
+
 def _refuse_inline_keys(data: dict[str, Any], origin: str) -> None:
-    for index, server in enumerate(data.get("servers") or []):
+    servers = data.get("servers")
+    if not isinstance(servers, list):
+        return  # the model's validation names the problem
+    for index, server in enumerate(servers):
         if isinstance(server, dict) and "api_key" in server:
             raise ConfigError(
                 f"{origin}: servers[{index}].api_key: keys are not stored in the file; "

@@ -30,7 +30,7 @@ from qatcmp.records import (
     TranscriptRecord,
     utcnow,
 )
-from qatcmp.rundir import SAFE_NAME, RunDir, write_jsonl_atomic
+from qatcmp.rundir import SAFE_NAME, RunDir, item_hashes, write_jsonl_atomic
 
 TIGER_LAB_SOURCE = "import:tiger-lab-mmlu-pro"
 TIGER_LAB_PROMPT = (
@@ -134,6 +134,7 @@ def _manifest(path: Path, model: str, items: list[MmluProItem], now: Any) -> Run
             models={model: {"imported_from": path.name, "source": TIGER_LAB_SOURCE}},
         ),
         source=TIGER_LAB_SOURCE,
+        item_hashes=item_hashes(items),
     )
 
 

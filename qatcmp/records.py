@@ -212,15 +212,33 @@ class RunSpec(Record):
     models: dict[str, dict[str, Any]]  # model name -> the request template (server, body)
 
 
+class Session(Record):
+    """One `qatcmp run` on the folder: the first that made it, and each resume."""
+
+    command: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)  # as validated, secrets removed
+    qatcmp_version: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None  # None: still running, or killed
+    outcome: str | None = None  # "complete", "errors", "interrupted", "failed: <why>"
+    sent: int = 0  # records written by this session
+    errors: int = 0  # of which error records
+    servers: dict[str, ServerInfo] = Field(default_factory=dict)  # what they said this time
+
+
 class RunManifest(Record):
     schema_version: int = SCHEMA_VERSION
     qatcmp_version: str
     created_at: datetime
     updated_at: datetime
-    command: list[str] = Field(default_factory=list)
-    config: dict[str, Any]  # servers.yaml as validated, secrets removed
+    command: list[str] = Field(default_factory=list)  # the latest session's (all: `sessions`)
+    config: dict[str, Any]  # the latest session's servers.yaml as validated, secrets removed
     spec: RunSpec
-    servers: dict[str, ServerInfo] = Field(default_factory=dict)
+    servers: dict[str, ServerInfo] = Field(default_factory=dict)  # the latest session's servers
     model_switches: int = 0
     warnings: list[str] = Field(default_factory=list)
     source: str = "run"  # "run", or "import:<what>" for imported outputs
+    # benchmark -> item id -> sha256 of the item in items.jsonl: the stages refuse an edited
+    # item. Empty in manifests written before it existed (then nothing is checked).
+    item_hashes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    sessions: list[Session] = Field(default_factory=list)  # oldest first

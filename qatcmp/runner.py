@@ -35,7 +35,8 @@ from qatcmp.records import (
     utcnow,
 )
 from qatcmp.request import build_request, request_template
-from qatcmp.rundir import JsonlAppender, RunDir
+from qatcmp.rundir import JsonlAppender, RunDir, item_hashes, start_session
+from qatcmp.runlock import LOCK_NAME
 from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 
 # After this many answers with no reasoning from a model set to think, say so.
@@ -120,7 +121,8 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 
 
 def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[BenchmarkPlan], command: list[str]) -> RunManifest:
-    """Create the run folder, or check that an existing one holds the same experiment."""
+    """Create the run folder, or check that an existing one holds the same experiment (and
+    unchanged questions); either way, start a new session in its manifest."""
     if run.manifest.exists():
         manifest = run.read_manifest()
         difference = spec_difference(manifest.spec, spec)
@@ -129,8 +131,11 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
                 f"{run.path} already holds a run with a different set-up ({difference}); "
                 "resume it with its original settings, or choose a new --out"
             )
+        run.read_items(manifest)  # every question there and unchanged, or a one-line refusal
+        start_session(manifest, command=command, config=config.redacted(), version=__version__)
+        run.write_manifest(manifest)
         return manifest
-    if run.path.exists() and any(run.path.iterdir()):
+    if run.path.exists() and any(p.name != LOCK_NAME for p in run.path.iterdir()):
         raise ConfigError(f"{run.path} exists and is not a qatcmp run folder; choose a new --out")
     run.path.mkdir(parents=True, exist_ok=True)
     items: list[Item] = [item for plan in plans for item in plan.items]
@@ -140,10 +145,11 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
         qatcmp_version=__version__,
         created_at=now,
         updated_at=now,
-        command=command,
-        config=config.redacted(),
+        config={},  # start_session fills in the command and config
         spec=spec,
+        item_hashes=item_hashes(items),
     )
+    start_session(manifest, command=command, config=config.redacted(), version=__version__)
     run.write_manifest(manifest)
     return manifest
 

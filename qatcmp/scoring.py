@@ -7,6 +7,7 @@ Every transcript record gets one score record, error records included (status
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from typing import Any
 
 from qatcmp import __version__
 from qatcmp.benchmarks import humaneval, mmlu_pro
+from qatcmp.benchmarks.datasource import file_sha256
 from qatcmp.errors import ConfigError, DataError
 from qatcmp.records import HumanEvalItem, MmluProItem, ScoreRecord, TranscriptRecord, utcnow
 from qatcmp.rundir import RunDir, write_json_atomic, write_jsonl_atomic
@@ -35,10 +37,10 @@ def score_run(
     if mode not in EXTRACT_MODES:
         raise ConfigError(f"unknown extraction mode {mode!r} (use {' or '.join(EXTRACT_MODES)})")
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    rd.read_manifest()  # a run folder, readable
-    items = {(item.benchmark, item.item_id): item for item in rd.read_items()}
+    manifest = rd.read_manifest()  # a run folder, readable
+    items = {(item.benchmark, item.item_id): item for item in rd.read_items(manifest)}  # unedited
     order = {key: index for index, key in enumerate(items)}
-    transcripts = sorted(rd.read_transcripts(), key=lambda r: _sort_key(r, order))
+    transcripts = sorted(rd.read_transcripts(manifest), key=lambda r: _sort_key(r, order))
 
     mmlu = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "mmlu_pro"]
     code = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "humaneval"]
@@ -52,7 +54,9 @@ def score_run(
     scores.sort(key=lambda s: _sort_key(s, order))
 
     write_jsonl_atomic(rd.scores, scores)
-    write_json_atomic(rd.path / SCORES_META, _meta(scores, mode, protections, limits))
+    meta = _meta(scores, mode, protections, limits)
+    meta["scores_sha256"] = file_sha256(rd.scores)  # scores.jsonl as written: any damage shows
+    write_json_atomic(rd.path / SCORES_META, meta)
     return scores
 
 
@@ -64,8 +68,12 @@ def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> li
     if mode is None:
         meta = read_scores_meta(rd) or {}
         mode = meta.get("mode") if meta.get("mode") in EXTRACT_MODES else "default"
+    if rd.items.exists():
+        rd.read_items()  # refuse edited questions even when the scores look current
     if scores_are_current(rd, mode):
-        return rd.read_scores()
+        with contextlib.suppress(DataError):
+            # Damaged (a cut or edited line): made again below, never half-read.
+            return rd.read_scores(strict=True)
     return score_run(rd, mode=mode)
 
 
@@ -75,6 +83,8 @@ def scores_are_current(rd: RunDir, mode: str) -> bool:
         return False
     if meta.get("qatcmp_version", __version__) != __version__:
         return False  # scored by another version, whose extraction may differ
+    if "scores_sha256" in meta and meta["scores_sha256"] != file_sha256(rd.scores):
+        return False  # not the file this meta describes: damaged or edited
     scored = rd.scores.stat().st_mtime_ns
     inputs = [*rd.transcript_files(), rd.items]
     return all(path.stat().st_mtime_ns < scored for path in inputs if path.exists())

@@ -18,6 +18,11 @@ def plan_benchmarks(counts: dict[str, int], sources: dict[str, str | None], seed
             continue
         module = module_for(name)
         items, loaded = module.load(sources.get(name))
+        if n > len(items):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {n}: the dataset ({loaded.dataset}) has only {len(items)} "
+                f"questions; give at most {len(items)}"
+            )
         chosen = module.sample(items, n, seed)
         selection = BenchmarkSelection(
             name=name,
@@ -37,7 +42,8 @@ def plan_benchmarks(counts: dict[str, int], sources: dict[str, str | None], seed
 def plans_from_run(run: RunDir) -> tuple[list[BenchmarkPlan], int, int]:
     """The questions, seed and samples of an existing run (to resume it as it was)."""
     manifest = run.read_manifest()
-    items = {(item.benchmark, item.item_id): item for item in run.read_items()}
+    # Checked against the manifest: every question present, none edited.
+    items = {(item.benchmark, item.item_id): item for item in run.read_items(manifest)}
     plans = []
     for selection in manifest.spec.benchmarks:
         chosen = [items[(selection.name, item_id)] for item_id in selection.item_ids]

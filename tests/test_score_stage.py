@@ -150,7 +150,7 @@ def test_unknown_item_is_a_data_error(tmp_path: Path, capsys: pytest.CaptureFixt
         out.append(TranscriptRecord(model="a", benchmark="mmlu_pro", item_id="999999", messages=[], request={},
                                     content="The answer is (A)", started_at=NOW, finished_at=NOW))
     assert main(["score", str(rd.path)]) == 2
-    assert "not in items.jsonl" in capsys.readouterr().err
+    assert "is not one of this run's questions" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- import (acceptance)

@@ -8,7 +8,6 @@ stats → report. The server is stopped when the demo ends, also on error or Ctr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shlex
 import sys
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from qatcmp.commands.run import print_summary
+from qatcmp.commands.run import print_summary, run_in_folder
 from qatcmp.config import Config, parse_config
 from qatcmp.errors import QatcmpError
 from qatcmp.progress import RunProgress
+from qatcmp.rundir import RunDir
 from qatcmp.runner import Runner
 from qatcmp.selection import plan_benchmarks
 
@@ -92,12 +92,13 @@ def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
         args.seed,
     )
     progress = RunProgress(live=False if args.plain else None)
+    command = ["qatcmp", *getattr(args, "argv", ["demo"])]
     runner = Runner(config, config.models, plans, run_dir=out, seed=args.seed, samples=args.samples,
-                    command=["qatcmp", *getattr(args, "argv", ["demo"])], progress=progress)
+                    command=command, progress=progress)
     resume = f"qatcmp demo --out {shlex.quote(str(out))}"
     try:
         with progress:
-            summary = asyncio.run(runner.execute())
+            summary = run_in_folder(RunDir(out), runner, command)  # locked, session recorded
     except KeyboardInterrupt:
         print(f"\nInterrupted: {runner.summary.sent} answers saved in {out}. Resume with:\n  {resume}", file=sys.stderr)
         return 130

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
 import sys
 
 from qatcmp.config import load_config
-from qatcmp.errors import ConfigError
+from qatcmp.errors import ConfigError, DataError, QatcmpError, describe_os_error
 from qatcmp.progress import RunProgress
-from qatcmp.rundir import RunDir
+from qatcmp.rundir import RunDir, finish_session
+from qatcmp.runlock import RunLock, check_out_folder
 from qatcmp.runner import Runner, RunSummary
 from qatcmp.selection import plan_benchmarks, plans_from_run
+
+# More answers per question than any pass@k estimate needs; a larger number is a typo.
+MAX_SAMPLES = 100
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,20 +47,16 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    check_numbers(args)
     config = load_config(args.config)
     run = RunDir(args.out)
+    check_out_folder(run.path)
     names = _split(args.models)
     if names is None and run.manifest.exists():
         # Resuming: the run's own variants, not every variant the config names now.
         names = list(run.read_manifest().spec.models)
     models = config.select(names)
     config.check_api_keys(models)
-    if args.samples < 1:
-        raise ConfigError("--samples must be at least 1")
-    for option in ("mmlu_pro", "humaneval"):
-        value = getattr(args, option)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{option.replace('_', '-')} must be 0 or more")
     if args.mmlu_pro is None and args.humaneval is None and run.manifest.exists():
         plans, seed, samples = plans_from_run(run)
     else:
@@ -72,7 +73,7 @@ def handle(args: argparse.Namespace) -> int:
     resume = f"qatcmp run --config {shlex.quote(args.config)} --out {shlex.quote(str(run.path))}"
     try:
         with progress:
-            summary = asyncio.run(runner.execute())
+            summary = run_in_folder(run, runner, command)
     except KeyboardInterrupt:
         print(
             f"\nInterrupted: {runner.summary.sent} answers saved in {run.path}. Resume with:\n  {resume}",
@@ -81,6 +82,41 @@ def handle(args: argparse.Namespace) -> int:
         return 130
     print_summary(summary, resume)
     return summary.exit_code
+
+
+def run_in_folder(run: RunDir, runner: Runner, command: list[str]) -> RunSummary:
+    """Execute the run holding the folder's lock (one run per folder), and record in the
+    manifest how this session ended. Everything before this only reads the folder."""
+    with RunLock(run.path, command):
+        sessions_before = len(run.read_manifest().sessions) if run.manifest.exists() else 0
+        try:
+            summary = asyncio.run(runner.execute())
+        except KeyboardInterrupt:
+            _close_session(run, sessions_before, "interrupted", runner.summary)
+            raise
+        except QatcmpError as exc:
+            _close_session(run, sessions_before, f"failed: {str(exc)[:200]}", runner.summary)
+            raise
+        except OSError as exc:  # a full disk, most likely: say where
+            _close_session(run, sessions_before, f"failed: {describe_os_error(exc)}", runner.summary)
+            raise DataError(f"{run.path}: {describe_os_error(exc)}") from None
+        _close_session(run, sessions_before, "errors" if summary.errors else "complete", summary)
+    return summary
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ConfigError(f"--samples {args.samples}: give 1 to {MAX_SAMPLES} answers per question")
+    for option in ("mmlu_pro", "humaneval"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{option.replace('_', '-')} must be 0 or more")
+
+
+def _close_session(run: RunDir, sessions_before: int, outcome: str, summary: RunSummary) -> None:
+    # Best effort: the run's own error (a full disk, say) is the one to report.
+    with contextlib.suppress(QatcmpError, OSError):
+        finish_session(run, sessions_before, outcome=outcome, sent=summary.sent, errors=summary.errors)
 
 
 def print_summary(summary: RunSummary, resume: str) -> None:

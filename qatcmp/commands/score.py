@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections import Counter
 
@@ -14,6 +15,8 @@ from qatcmp.records import ScoreRecord
 from qatcmp.rundir import RunDir
 from qatcmp.sandbox import Limits, Sandbox
 from qatcmp.scoring import EXTRACT_MODES, score_run
+
+MAX_TIMEOUT_S = 3600  # per sample; a test that needs longer is stuck
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
-    if args.timeout <= 0:
-        raise ConfigError("--timeout must be positive")
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT_S):
+        raise ConfigError(f"--timeout {args.timeout:g}: give a number of seconds above 0 and at most {MAX_TIMEOUT_S}")
     console = Console()
     rd = RunDir(args.run)
     rd.require()
