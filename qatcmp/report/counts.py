@@ -8,9 +8,10 @@ import re
 
 from qatcmp.errors import ConfigError
 from qatcmp.records import utcnow
-from qatcmp.report.build import _check_levels, comparison_pairs
+from qatcmp.report.build import check_levels
+from qatcmp.report.pairs import comparison_pairs
 from qatcmp.report.model import BENCHMARK_LABELS, BenchmarkReport, ModelResult, PairResult, Report
-from qatcmp.report.wording import format_p, points
+from qatcmp.report.wording import format_p, p_is, points
 from qatcmp.stats import independent_tests, mcnemar_midp_p, wilson_interval
 
 _COUNT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._+-]*)\s*=\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -67,9 +68,11 @@ def paired_range_text(correct_a: int, correct_b: int, n: int) -> str | None:
 
 
 def build_counts_report(
-    spec: str, *, reference: str | None = None, alpha: float = 0.05, margin: float = 0.05
+    spec: str, *, reference: str | None = None, alpha: float = 0.05, margin: float | None = None
 ) -> Report:
-    _check_levels(alpha, margin)
+    margin_source = "default" if margin is None else "--margin"
+    margin = 0.05 if margin is None else margin
+    check_levels(alpha, margin)
     parsed = parse_counts(spec)
     models = list(dict.fromkeys(m for entries in parsed.values() for m, _, _ in entries))
     if reference is not None and reference not in models:
@@ -97,8 +100,8 @@ def build_counts_report(
             diff = ra.correct / ra.n - rb.correct / rb.n
             sentence = (
                 f"{a} vs {b}, {label}: {points(diff)} points ({ra.correct}/{ra.n} vs "
-                f"{rb.correct}/{rb.n}), z-test p {format_p(tests.z_test_p)}, Fisher "
-                f"{format_p(tests.fisher_p)} — ignoring that both answered the same questions"
+                f"{rb.correct}/{rb.n}), z-test p {p_is(tests.z_test_p)}, Fisher "
+                f"p {p_is(tests.fisher_p)} — ignoring that both answered the same questions"
             )
             if ra.n == rb.n:
                 paired = paired_range_text(ra.correct, rb.correct, ra.n)
@@ -126,6 +129,7 @@ def build_counts_report(
         created_at=utcnow(),
         alpha=alpha,
         margin=margin,
+        margin_source=margin_source,
         reference=reference,
         models=models,
         benchmarks=benchmarks,

@@ -8,18 +8,27 @@ a change to them needs a new schema version.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from qatcmp import __version__
 
-REPORT_SCHEMA_VERSION = 1
+# Schema history: 1 — first version. 2 — set-up section, both extraction modes, Holm-
+# adjusted equivalence and Holm-compatible intervals, --delta sizing, --models, excluded
+# items, unknown truncation, independent tests on per-question means with K > 1.
+REPORT_SCHEMA_VERSION = 2
 TARGET_POWER = 0.8
 BENCHMARK_LABELS = {"mmlu_pro": "MMLU-Pro", "humaneval": "HumanEval"}
 INDEPENDENT_NOTE = (
     "z_test_p, chi2_p, chi2_yates_p and fisher_p treat the two models as independent samples "
     "and ignore the pairing; they are shown only to compare with tables published that way."
+)
+INDEPENDENT_NOTE_SAMPLES = (
+    "With several answers per question the independent-sample tests use one value per "
+    "question: z_test_p compares the two models' per-question mean pass rates (N questions "
+    "each, not N×K independent answers); chi2_p, chi2_yates_p and fisher_p need one 0/1 "
+    "outcome per unit and are left out. They still ignore the pairing."
 )
 
 Interval = tuple[float, float]
@@ -36,7 +45,8 @@ class ModelResult(ReportModel):
     accuracy: float | None
     ci95: Interval | None
     ci95_method: Literal["wilson", "clustered"] | None = "wilson"
-    truncated: int | None = None
+    truncated: int | None = None  # None: not recorded (imported outputs without finish_reason)
+    truncation_unknown: int = 0  # answers whose finish_reason is not recorded
     no_answer: int | None = None
     errors: int | None = None  # server_error: the server never answered
     n_excluding_truncated: int | None = None
@@ -52,12 +62,29 @@ class ModelResult(ReportModel):
 
 
 class PairPower(ReportModel):
+    """Design figures at the observed disagreement rate, for a difference the user names
+    (never the observed one: that would be post-hoc power)."""
+
     discordance: float  # observed share of questions the two models disagree on
-    alpha: float
+    alpha: float  # per-pair level: alpha_family / pairs (Holm's first step, conservative)
+    alpha_family: float | None = None
+    pairs: int = 1
     power: float
     mde: float | None  # minimum detectable difference at this n and discordance
-    delta: float  # the difference the sample size below is for
+    delta: float  # the difference the sample size below is for (--delta, else the margin)
+    delta_source: Literal["--delta", "margin"] = "margin"
     n_needed: int | None  # questions needed to detect `delta` (paired design)
+
+
+class ModeCheck(ReportModel):
+    """The same pair scored with the other MMLU-Pro extraction mode."""
+
+    mode: str
+    diff: float
+    diff_ci_holm: Interval | None = None
+    p_holm: float | None = None
+    equivalent: bool | None = None
+    verdict: str
 
 
 class PairResult(ReportModel):
@@ -73,6 +100,12 @@ class PairResult(ReportModel):
     diff: float  # accuracy(a) - accuracy(b)
     diff_ci95: Interval | None = None
     diff_ci_method: str | None = None
+    # The interval the sentence prints: Tango at the level the Holm-adjusted verdict was in
+    # effect judged at (alpha·p/p_holm); 95% with one pair.
+    diff_ci_holm: Interval | None = None
+    diff_ci_holm_confidence: float | None = None
+    # Tango's interval and the mid-p test disagree about 0 (a narrow band near the boundary).
+    interval_test_disagree: bool = False
     mcnemar_exact_p: float | None = None
     mcnemar_midp_p: float | None = None
     p_holm: float | None = None  # Holm over this benchmark's pairs, on the mid-p values
@@ -81,8 +114,12 @@ class PairResult(ReportModel):
     agreement: float | None = None
     correlation: float | None = None
     equivalence_margin: float
-    equivalence_ci90: Interval | None = None
-    equivalent: bool | None = None
+    equivalence_ci90: Interval | None = None  # unadjusted (TOST at alpha for this pair alone)
+    equivalence_p: float | None = None  # TOST: the larger of the two one-sided Tango p-values
+    equivalence_p_holm: float | None = None  # Holm over this benchmark's pairs
+    equivalence_ci_holm: Interval | None = None  # the interval the equivalence verdict uses
+    equivalence_ci_holm_confidence: float | None = None
+    equivalent: bool | None = None  # equivalence_p_holm < alpha
     verdict: Literal["difference", "small_difference", "equivalent", "inconclusive", "unpaired"]
     sentence: str
     power: PairPower | None = None
@@ -91,10 +128,15 @@ class PairResult(ReportModel):
     samples: int = 1  # answers per question; the paired tests use the first one
     diff_all_samples: float | None = None
     diff_all_samples_ci95: Interval | None = None
-    z_test_p: float
-    chi2_p: float
-    chi2_yates_p: float
-    fisher_p: float
+    # Extraction modes: the pair scored with the other MMLU-Pro mode, and whether the
+    # verdict changes with it.
+    other_mode: ModeCheck | None = None
+    verdict_differs_by_mode: bool = False
+    z_test_p: float | None
+    chi2_p: float | None
+    chi2_yates_p: float | None
+    fisher_p: float | None
+    independent_basis: Literal["answers", "question_means"] = "answers"
     independent_tests_note: str = INDEPENDENT_NOTE
 
 
@@ -140,6 +182,64 @@ class BenchmarkReport(ReportModel):
     categories_note: str | None = None
     truncation_warning: str | None = None
     notes: list[str] = Field(default_factory=list)
+    extraction_mode: str | None = None  # MMLU-Pro: the mode of these numbers
+    other_mode: str | None = None  # the mode also scored, to check the verdicts
+    verdicts_differing_by_mode: int = 0
+    excluded_items: int = 0  # questions left out of every pair (differ between merged sources)
+    missing_answers: int = 0  # expected answers without one (server errors, not yet asked)
+
+
+class ExcludedItem(ReportModel):
+    benchmark: str
+    item_id: str
+    reason: str = ""
+
+
+class VariantSetup(ReportModel):
+    model: str
+    server: str | None = None
+    server_url: str | None = None
+    server_version: str | None = None
+    model_id: str | None = None  # the id sent in each request
+    thinking: bool | None = None
+    max_tokens: int | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)  # temperature, top_p, ..., seed as sent
+    imported_from: str | None = None
+
+
+class DatasetSetup(ReportModel):
+    benchmark: str
+    label: str
+    dataset: str  # as recorded: hub id, "builtin:<file>", a local path, "import:<file>"
+    kind: Literal["hub", "builtin", "local", "import"]
+    description: str
+    revision: str | None = None  # hub revision, or the file's sha256
+    split: str | None = None
+    questions: int
+    total_available: int | None = None
+
+
+class SandboxSetup(ReportModel):
+    isolation: str | None = None  # "bubblewrap" | "sandbox-exec" | "none"; None: not recorded
+    unsafe_no_isolation: bool = False
+    protections: list[str] | None = None
+    limits: dict[str, Any] | None = None
+
+
+class Setup(ReportModel):
+    """How the numbers were made: what a reader needs to check or repeat them."""
+
+    run_source: str = "run"  # "run", or what was imported
+    run_qatcmp_version: str | None = None
+    command: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    samples: int = 1
+    variants: list[VariantSetup] = Field(default_factory=list)
+    datasets: list[DatasetSetup] = Field(default_factory=list)
+    extraction_mode: str | None = None
+    extraction_mode_source: str | None = None  # how the mode was chosen
+    sandbox: SandboxSetup | None = None
+    manifest_warnings: list[str] = Field(default_factory=list)
 
 
 class Report(ReportModel):
@@ -150,9 +250,16 @@ class Report(ReportModel):
     qatcmp_version: str = __version__
     alpha: float
     margin: float
+    margin_source: Literal["default", "--margin"] = "default"
+    delta: float | None = None  # the difference sample sizes are given for
+    delta_source: Literal["--delta", "margin"] = "margin"
     target_power: float = TARGET_POWER
     reference: str | None = None
     models: list[str]
+    run_models: list[str] | None = None  # every model of the run, when --models chose fewer
+    extraction_mode: str | None = None
+    setup: Setup | None = None
+    excluded_items: list[ExcludedItem] = Field(default_factory=list)
     benchmarks: list[BenchmarkReport]
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 
-from qatcmp.report.model import INDEPENDENT_NOTE, BenchmarkReport, Report
+from qatcmp.report.model import INDEPENDENT_NOTE, INDEPENDENT_NOTE_SAMPLES, BenchmarkReport, ModelResult, PairResult, Report
+from qatcmp.report.render.markdown_setup import header_lines, setup_section
+from qatcmp.report.wording import VERDICT_WORDS, confidence_text, format_p, p_is, points
 from qatcmp.report.wording import ci_text as _ci
-from qatcmp.report.wording import format_p, points
 from qatcmp.report.wording import num as _num
 from qatcmp.report.wording import pct as _pct
 
@@ -15,13 +16,14 @@ from qatcmp.report.wording import pct as _pct
 def format_summary(report: Report) -> str:
     """The plain-language sentences per pair, warnings first, for the terminal."""
     lines = [f"WARNING: {w}" for w in report.warnings]
+    lines += header_lines(report)
     for bench in report.benchmarks:
         lines.extend(pair.sentence for pair in bench.pairs)
         if bench.cochran_q is not None:
             q = bench.cochran_q
             lines.append(
                 f"{bench.label}, all {len(bench.models)} models: Cochran's Q {q.statistic:.2f} "
-                f"(df {q.df}), p {format_p(q.p)}"
+                f"(df {q.df}), p {p_is(q.p)}"
             )
     lines.extend(report.notes)
     return "\n".join(lines)
@@ -52,10 +54,25 @@ def _overview(report: Report) -> list[str]:
             cells += [
                 f"{_pct(found.accuracy)} ({found.correct}/{found.n})",
                 _ci(found.ci95),
-                "—" if found.truncated is None else found.truncated,
+                _truncated(found, report.kind),
             ]
         rows.append(cells)
     return _table(header, rows)
+
+
+def _truncated(result: ModelResult, kind: str) -> object:
+    """Unknown (the source does not record finish_reason) is not 0."""
+    if result.truncated is None:
+        return "—" if kind == "counts" else "unknown"
+    if result.truncation_unknown:
+        return f"{result.truncated} (+{result.truncation_unknown} unknown)"
+    return result.truncated
+
+
+def _without_truncated(result: ModelResult) -> str:
+    if result.truncated is None:
+        return "unknown"
+    return f"{_pct(result.accuracy_excluding_truncated)} ({result.n_excluding_truncated})"
 
 
 def _model_rows(bench: BenchmarkReport, kind: str) -> list[str]:
@@ -70,8 +87,8 @@ def _model_rows(bench: BenchmarkReport, kind: str) -> list[str]:
     ]
     rows = [
         [
-            r.model, _pct(r.accuracy), f"{r.correct}/{r.n}", _ci(r.ci95), r.truncated, r.no_answer,
-            r.errors, f"{_pct(r.accuracy_excluding_truncated)} ({r.n_excluding_truncated})",
+            r.model, _pct(r.accuracy), f"{r.correct}/{r.n}", _ci(r.ci95), _truncated(r, kind), r.no_answer,
+            r.errors, _without_truncated(r),
             _num(r.mean_completion_tokens), _num(r.mean_reasoning_chars), _num(r.mean_latency_s, 1),
         ]
         for r in bench.models
@@ -89,22 +106,50 @@ def _model_rows(bench: BenchmarkReport, kind: str) -> list[str]:
     return lines
 
 
+def _ci_with_level(interval, confidence: float | None) -> str:
+    return "—" if interval is None else f"{_ci(interval, signed=True)} at {confidence_text(confidence)}"
+
+
+def _mode_cell(pair: PairResult) -> str:
+    other = pair.other_mode
+    if other is None:
+        return "—"
+    if not pair.verdict_differs_by_mode:
+        return f"same ({other.mode})"
+    return f"**differs**: {other.mode} says {VERDICT_WORDS.get(other.verdict, other.verdict)} ({points(other.diff)})"
+
+
 def _pair_rows(bench: BenchmarkReport, margin: float) -> list[str]:
     header = [
-        "A vs B", "n", "A only", "B only", "diff (points)", "95% CI (Tango)", "McNemar exact",
-        "mid-p", "Holm", "flips", f"equivalent ±{margin * 100:g}", "MDE (80% power)", "verdict",
+        "A vs B", "n", "A only", "B only", "diff (points)", "95% CI (Tango, unadjusted)",
+        "CI the verdict uses", "McNemar exact", "mid-p", "Holm", "flips",
+        f"TOST p vs ±{margin * 100:g} (Holm)", f"equivalence CI (TOST)", "MDE (80% power)", "verdict",
     ]
-    rows = [
-        [
+    checked = any(p.other_mode is not None for p in bench.pairs)
+    if checked:
+        header.append("other extraction mode")
+    rows = []
+    for p in bench.pairs:
+        row = [
             f"{p.a} vs {p.b}", p.n, p.a_only, p.b_only, points(p.diff), _ci(p.diff_ci95, signed=True),
-            format_p(p.mcnemar_exact_p), format_p(p.mcnemar_midp_p), format_p(p.p_holm),
-            _pct(p.flips), "yes" if p.equivalent else "no",
+            _ci_with_level(p.diff_ci_holm, p.diff_ci_holm_confidence),
+            format_p(p.mcnemar_exact_p), format_p(p.mcnemar_midp_p), format_p(p.p_holm), _pct(p.flips),
+            f"{format_p(p.equivalence_p)} ({format_p(p.equivalence_p_holm)})",
+            _ci_with_level(p.equivalence_ci_holm, p.equivalence_ci_holm_confidence),
             "—" if p.power is None or p.power.mde is None else f"{p.power.mde * 100:.1f} points",
             p.verdict.replace("_", " "),
         ]
-        for p in bench.pairs
-    ]
+        if checked:
+            row.append(_mode_cell(p))
+        rows.append(row)
     lines = _table(header, rows)
+    lines += [
+        "",
+        "The verdict: a difference when the Holm-adjusted mid-p is below alpha; equivalent when the "
+        "Holm-adjusted TOST p is below alpha (the TOST interval then lies inside the margin). "
+        "\"CI the verdict uses\" is Tango's interval at the level each decision was in effect made "
+        "at (95% and 90% with one pair; wider with several).",
+    ]
     clustered = [p for p in bench.pairs if p.diff_all_samples is not None]
     if clustered:
         lines += ["", f"Over all {bench.samples} samples per question (clustered by question):", "", *_table(
@@ -112,6 +157,12 @@ def _pair_rows(bench: BenchmarkReport, margin: float) -> list[str]:
             [[f"{p.a} vs {p.b}", points(p.diff_all_samples), _ci(p.diff_all_samples_ci95, signed=True)] for p in clustered],
         )]
     return lines
+
+
+def _independent_note(bench: BenchmarkReport) -> str:
+    if any(p.independent_basis == "question_means" for p in bench.pairs):
+        return INDEPENDENT_NOTE_SAMPLES
+    return INDEPENDENT_NOTE
 
 
 def _independent_rows(bench: BenchmarkReport) -> list[str]:
@@ -146,9 +197,12 @@ def render_markdown(report: Report) -> str:
     out = [f"# {title}", ""]
     for warning in report.warnings:
         out += [f"> **⚠ Warning:** {warning}", ""]
+    header = header_lines(report)
+    out += [*header, ""] if header else []
     out += ["## Summary", ""]
     out += [f"- {p.sentence}" for b in report.benchmarks for p in b.pairs] or ["- (one model: nothing to compare)"]
     out += ["", *(f"{n}" for n in report.notes), ""] if report.notes else [""]
+    out += setup_section(report)
     out += ["## Accuracy", "", *_overview(report), ""]
     if "accuracy.png" in report.plots:
         out += ["![Accuracy per model with 95% intervals](accuracy.png)", ""]
@@ -162,31 +216,39 @@ def render_markdown(report: Report) -> str:
             out += [f"### Paired comparisons ({scope}, questions both answered)", "", *_pair_rows(bench, report.margin), ""]
             out += _power_lines(bench)
         if bench.pairs:
-            out += ["### Independent-sample tests (ignore the pairing)", "", INDEPENDENT_NOTE, "", *_independent_rows(bench), ""]
+            out += ["### Independent-sample tests (ignore the pairing)", "", _independent_note(bench), "", *_independent_rows(bench), ""]
         if bench.cochran_q is not None:
             q = bench.cochran_q
             out += [
                 f"Cochran's Q over all {len(bench.models)} models ({q.n} questions all answered): "
-                f"Q = {q.statistic:.2f}, df = {q.df}, p = {format_p(q.p)}.", "",
+                f"Q = {q.statistic:.2f}, df = {q.df}, p {p_is(q.p)}.", "",
             ]
         if bench.categories:
             out += ["### Per category", "", *_category_rows(bench), ""]
             out += ["Per-category p-values are not adjusted for the number of categories: read them as descriptive.", ""]
         if bench.categories_note:
             out += [bench.categories_note, ""]
-        out += [f"- {n}" for n in bench.notes] + ([""] if bench.notes else [])
+        if bench.excluded_items:
+            out += [f"- {bench.excluded_items} questions left out of every pair (they differ between the merged sources)."]
+        out += [f"- {n}" for n in bench.notes] + ([""] if bench.notes or bench.excluded_items else [])
     if "differences.png" in report.plots:
-        out += ["## Paired differences", "", "![Paired differences with 95% Tango intervals](differences.png)", ""]
+        out += [
+            "## Paired differences", "",
+            "![Paired differences: the interval each verdict uses, for the difference (thin) and for equivalence (thick)](differences.png)", "",
+        ]
     out += [
         "---",
         f"qatcmp {report.qatcmp_version}, report schema {report.schema_version}; "
-        f"alpha {report.alpha}, equivalence margin ±{report.margin * 100:g} points, power {report.target_power}.",
+        f"alpha {report.alpha}, equivalence margin ±{report.margin * 100:g} points "
+        f"({'default' if report.margin_source == 'default' else 'given with --margin'}), power {report.target_power}.",
         "",
     ]
     return "\n".join(out)
 
 
 def _power_lines(bench: BenchmarkReport) -> list[str]:
+    """Design figures for a difference the user names (--delta, else the margin), never for
+    the observed one: power computed from the observed difference only restates its p-value."""
     lines = []
     for pair in bench.pairs:
         power = pair.power
@@ -197,10 +259,11 @@ def _power_lines(bench: BenchmarkReport) -> list[str]:
             if power.mde is None
             else f"{power.mde * 100:.1f} points"
         )
+        named = "the equivalence margin" if power.delta_source == "margin" else "--delta"
         needed = (
-            f"{power.n_needed} questions would detect {power.delta * 100:.1f} points"
+            f"{power.n_needed} questions would detect {power.delta * 100:g} points ({named})"
             if power.n_needed is not None
-            else f"too few disagreements to size a study for {power.delta * 100:.1f} points"
+            else f"the models disagree too rarely for a difference of {power.delta * 100:g} points ({named}) to exist"
         )
         lines.append(
             f"- {pair.a} vs {pair.b}: the models disagree on {_pct(power.discordance)} of questions; "
@@ -209,4 +272,12 @@ def _power_lines(bench: BenchmarkReport) -> list[str]:
         )
     if not lines:
         return []
-    return ["Power (paired design, Connor 1987, two-sided):", "", *lines, ""]
+    level = bench.pairs[0].power.alpha if bench.pairs and bench.pairs[0].power else None
+    pairs = len(bench.pairs)
+    scope = (
+        f"two-sided, at alpha {level:.4g} = {bench.pairs[0].power.alpha_family:g}/{pairs} "
+        "(Holm's first step, so a study of this size meets the rule the verdict uses)"
+        if pairs > 1 and level is not None
+        else "two-sided"
+    )
+    return [f"Power (paired design, Connor 1987, {scope}; at the observed disagreement rate):", "", *lines, ""]

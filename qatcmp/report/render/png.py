@@ -67,29 +67,48 @@ def accuracy_figure(report: Report) -> Figure:
     return figure
 
 
+def _confidence(value: float | None) -> str:
+    if value is None:
+        return "?"
+    rounded = round(100 * value, 1)
+    return f"{rounded:.0f}%" if rounded == round(rounded) else f"{rounded:.1f}%"
+
+
 def differences_figure(report: Report) -> Figure:
-    """Forest plot: each pair's paired difference (points) with its 95% Tango interval, the
-    zero line, and the equivalence margin shaded."""
+    """Forest plot of the intervals the verdicts use: per pair, the interval for the
+    difference (thin line, tested against 0; 95% with one pair, Holm-compatible with several)
+    and the TOST interval (thick line, tested against the shaded margin; 90% with one pair).
+    Old report.json files without these intervals fall back to the 95% Tango interval."""
     rows = [
         (f"{b.label}: {p.a} − {p.b}", p)
         for b in report.benchmarks
         for p in b.pairs
         if p.diff_ci95 is not None
     ]
-    figure = Figure(figsize=(7.5, 1.0 + 0.45 * len(rows)), layout="constrained")
+    figure = Figure(figsize=(8.5, 1.3 + 0.55 * len(rows)), layout="constrained")
     ax = figure.subplots()
     margin = 100 * report.margin
     ax.axvspan(-margin, margin, color="#2ca02c", alpha=0.12, label=f"equivalence margin ±{margin:g}")
     ax.axvline(0, color="black", linewidth=0.8)
     for y, (label, pair) in enumerate(reversed(rows)):
-        low, high = (100 * v for v in pair.diff_ci95)
+        difference = pair.diff_ci_holm or pair.diff_ci95
+        low, high = (100 * v for v in difference)
         significant = pair.verdict in ("difference", "small_difference")
         colour = "#d62728" if significant else "#1f77b4"
-        ax.plot([low, high], [y, y], color=colour, linewidth=2)
+        ax.plot([low, high], [y + 0.12, y + 0.12], color=colour, linewidth=1.2)
+        if pair.equivalence_ci_holm is not None:
+            eq_low, eq_high = (100 * v for v in pair.equivalence_ci_holm)
+            eq_colour = "#2ca02c" if pair.equivalent else "#7f7f7f"
+            ax.plot([eq_low, eq_high], [y - 0.12, y - 0.12], color=eq_colour, linewidth=4, solid_capstyle="butt")
         ax.plot([100 * pair.diff], [y], "o", color=colour, markersize=7)
+        level = _confidence(pair.diff_ci_holm_confidence) if pair.diff_ci_holm else "95%"
+        equivalence = (
+            f"; TOST {_confidence(pair.equivalence_ci_holm_confidence)}"
+            if pair.equivalence_ci_holm is not None else ""
+        )
         # The numbers in a column right of the plot, where no interval can cover them.
         ax.annotate(
-            f"{100 * pair.diff:+.1f} [{low:+.1f}, {high:+.1f}]",
+            f"{100 * pair.diff:+.1f} [{low:+.1f}, {high:+.1f}] at {level}{equivalence}",
             (1.02, y),
             xycoords=ax.get_yaxis_transform(),
             va="center",
@@ -98,8 +117,17 @@ def differences_figure(report: Report) -> Figure:
         )
     ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=10)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("accuracy difference, A − B (points); red = Holm-significant")
-    ax.set_title("Paired differences with 95% intervals (Tango)", fontsize=11)
+    ax.set_xlabel(
+        "accuracy difference, A − B (points). Thin: interval for the difference (vs 0; red = "
+        "Holm-significant). Thick: TOST interval (vs the margin; green = equivalent)",
+        fontsize=9,
+    )
+    several = any(len(b.pairs) > 1 for b in report.benchmarks)
+    ax.set_title(
+        "Paired differences: the intervals the verdicts use (Tango; "
+        + ("Holm-compatible levels)" if several else "95% for the difference, 90% for TOST)"),
+        fontsize=11,
+    )
     left, right = ax.get_xlim()
     ax.set_xlim(min(left, -margin - 2), max(right, margin + 2))
     ax.legend(loc="lower right", fontsize=8, frameon=False)
