@@ -77,7 +77,7 @@ def dataset_setup(selection: Any) -> DatasetSetup:
     else:
         kind, description = "local", f"local file {dataset}"
     if revision:
-        description += f", revision {revision}" if kind == "hub" else f", sha256 {revision}"
+        description += f", revision {revision}" if kind == "hub" else f", sha256 {revision.removeprefix('sha256:')}"
     if _str(selection.split):
         description += f", split {selection.split}"
     return DatasetSetup(
@@ -126,7 +126,7 @@ def build_setup(manifest: RunManifest, meta: Mapping[str, Any] | None, mode: str
         datasets=[dataset_setup(b) for b in manifest.spec.benchmarks],
         extraction_mode=mode if any(b.name == "mmlu_pro" for b in manifest.spec.benchmarks) else None,
         extraction_mode_source=(
-            "chosen with `qatcmp score --extract`" if mode_chosen else "qatcmp's default (`qatcmp score --extract` chooses)"
+            "chosen with `qatcmp score --extract`" if mode_chosen else "qatcmp's default; `qatcmp score --extract` chooses"
         ),
         sandbox=sandbox_setup(meta) if has_code else None,
         manifest_warnings=[str(w) for w in manifest.warnings],

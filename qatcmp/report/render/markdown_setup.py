@@ -36,7 +36,7 @@ def header_lines(report: Report) -> list[str]:
     lines = []
     if report.extraction_mode:
         source = report.setup.extraction_mode_source if report.setup else None
-        lines.append(f"MMLU-Pro extraction mode: **{report.extraction_mode}**" + (f" ({source})" if source else "") + ".")
+        lines.append(f"MMLU-Pro extraction mode: **{report.extraction_mode}**" + (f" — {source}" if source else "") + ".")
     if report.run_models:
         lines.append(
             f"Models compared: {', '.join(report.models)} (chosen with --models, of "
