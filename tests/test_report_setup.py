@@ -292,3 +292,10 @@ def test_several_samples_use_per_question_means_for_the_independent_tests():
     assert pair.z_test_p == pytest.approx(2 * norm.sf(abs(rates_a.mean() - rates_b.mean()) / se))
     assert (pair.chi2_p, pair.chi2_yates_p, pair.fisher_p) == (None, None, None)
     assert pair.independent_basis == "question_means" and "per-question mean pass rates" in pair.independent_tests_note
+
+
+@pytest.mark.parametrize("excluded", ["not a list", 7, [{"item_id": 3}, "x", {"benchmark": "mmlu_pro"}]])
+def test_malformed_excluded_items_are_ignored(tmp_path, excluded):
+    folder = make_mmlu_run(tmp_path / "run", {"a": right, "b": wrong}, n=10, extra_manifest={"excluded_items": excluded})
+    report = report_for_run(folder)
+    assert report.excluded_items == [] and report.benchmarks[0].pairs[0].n == 10

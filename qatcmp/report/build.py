@@ -67,8 +67,6 @@ def check_levels(alpha: float, margin: float, delta: float | None = None) -> Non
         raise ConfigError("--delta must be between 0 and 1 (0.05 is 5 points)")
 
 
-_check_levels = check_levels  # the old name, used by counts.py
-
 
 # --------------------------------------------------------------------------- per model
 

@@ -105,8 +105,9 @@ def excluded_items(manifest: RunManifest) -> list[ExcludedItem]:
     """Questions whose text, options or answer differ between merged sources (written by
     `qatcmp import` into the manifest); malformed entries are skipped."""
     found = []
-    for entry in getattr(manifest, "excluded_items", None) or []:
-        data = entry if isinstance(entry, dict) else getattr(entry, "__dict__", {})
+    entries = getattr(manifest, "excluded_items", None)
+    for entry in entries if isinstance(entries, (list, tuple)) else []:
+        data = entry.model_dump() if hasattr(entry, "model_dump") else entry
         if isinstance(data, dict) and isinstance(data.get("benchmark"), str) and data.get("item_id") is not None:
             found.append(ExcludedItem(benchmark=data["benchmark"], item_id=str(data["item_id"]), reason=str(data.get("reason") or "")))
     return found
