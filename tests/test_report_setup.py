@@ -299,3 +299,14 @@ def test_malformed_excluded_items_are_ignored(tmp_path, excluded):
     folder = make_mmlu_run(tmp_path / "run", {"a": right, "b": wrong}, n=10, extra_manifest={"excluded_items": excluded})
     report = report_for_run(folder)
     assert report.excluded_items == [] and report.benchmarks[0].pairs[0].n == 10
+
+
+def test_a_full_report_json_renders_again_to_the_same_markdown(tmp_path):
+    from qatcmp.report import load_report, render_markdown
+
+    folder = make_mmlu_run(tmp_path / "run", {"a": right, "b": changes_its_mind, "c": wrong}, n=30,
+                           max_tokens={"a": 1024, "b": 2048, "c": 2048}, warnings=["w1"])
+    build_report(folder, models=["a", "b"])
+    again = load_report((folder / "report.json").read_text(encoding="utf-8"))
+    assert again.setup is not None and again.run_models == ["a", "b", "c"]
+    assert render_markdown(again) == (folder / "report.md").read_text(encoding="utf-8")
