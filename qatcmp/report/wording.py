@@ -121,7 +121,7 @@ def _paired_sentence(pair: PairResult, label: str, *, pairs: int) -> str:
         named = "the equivalence margin" if power.delta_source == "margin" else "--delta"
         tail += (
             f"; about {_round_up(power.n_needed)} questions would detect a difference of "
-            f"{power.delta * 100:g} points ({named}) at this disagreement rate"
+            f"{power.delta * 100:g} points ({named}) with {power.power:.0%} power at this disagreement rate"
         )
     return f"{head}, {tests} — {tail}"
 
