@@ -139,7 +139,8 @@ def test_the_mode_chosen_with_score_is_the_one_reported(tmp_path, capsys):
     pair = data["benchmarks"][0]["pairs"][0]
     assert (pair["verdict"], pair["other_mode"]["mode"]) == ("difference", "default")
     assert pair["other_mode"]["verdict"] == "equivalent" and pair["verdict_differs_by_mode"]  # 60 agreements, one pair
-    assert "MMLU-Pro extraction mode: **official** — chosen with" in out
+    assert "MMLU-Pro extraction mode: official — chosen with" in out
+    assert "MMLU-Pro extraction mode: **official** — chosen with" in (folder / "report.md").read_text()
 
 
 def test_the_other_mode_is_scored_in_memory_only(tmp_path):

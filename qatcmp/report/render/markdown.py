@@ -16,7 +16,7 @@ from qatcmp.report.wording import pct as _pct
 def format_summary(report: Report) -> str:
     """The plain-language sentences per pair, warnings first, for the terminal."""
     lines = [f"WARNING: {w}" for w in report.warnings]
-    lines += header_lines(report)
+    lines += header_lines(report, markdown=False)
     for bench in report.benchmarks:
         lines.extend(pair.sentence for pair in bench.pairs)
         if bench.cochran_q is not None:

@@ -30,13 +30,14 @@ def _thinking(variant: VariantSetup) -> str:
     return "—" if variant.thinking is None else ("on" if variant.thinking else "off")
 
 
-def header_lines(report: Report) -> list[str]:
+def header_lines(report: Report, *, markdown: bool = True) -> list[str]:
     """What a reader must know before the first number: the extraction mode, which models
     and pairs, questions left out."""
     lines = []
     if report.extraction_mode:
         source = report.setup.extraction_mode_source if report.setup else None
-        lines.append(f"MMLU-Pro extraction mode: **{report.extraction_mode}**" + (f" — {source}" if source else "") + ".")
+        mode = f"**{report.extraction_mode}**" if markdown else report.extraction_mode
+        lines.append(f"MMLU-Pro extraction mode: {mode}" + (f" — {source}" if source else "") + ".")
     if report.run_models:
         lines.append(
             f"Models compared: {', '.join(report.models)} (chosen with --models, of "
