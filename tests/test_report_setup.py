@@ -311,3 +311,18 @@ def test_a_full_report_json_renders_again_to_the_same_markdown(tmp_path):
     again = load_report((folder / "report.json").read_text(encoding="utf-8"))
     assert again.setup is not None and again.run_models == ["a", "b", "c"]
     assert render_markdown(again) == (folder / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--delta", "2"], "--delta must be between 0 and 1"),
+    (["--margin", "0"], "--margin must be between 0 and 1"),
+])
+def test_level_errors_are_one_line(tmp_path, capsys, argv, fragment):
+    folder = make_run(tmp_path / "run", scores_from_wrong({"a": {1}, "b": {2}}, 10), ["a", "b"])
+    code, _, err = run_cli(capsys, "stats", str(folder), *argv)
+    assert code == 2 and err.startswith("qatcmp: error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_models_is_refused_with_counts(capsys):
+    code, _, err = run_cli(capsys, "stats", "--counts", "humaneval:a=9/10,b=8/10", "--models", "a,b")
+    assert code == 2 and "--models is for a run folder" in err
