@@ -32,15 +32,15 @@ def score_run(
     mode: str = "default",
     jobs: int | None = None,
     sandbox: Sandbox | None = None,
+    chosen_by_user: bool = False,
 ) -> list[ScoreRecord]:
-    """Score every transcript record of a run; write scores.jsonl and scores.meta.json."""
+    """Score every transcript record of a run; write scores.jsonl and scores.meta.json.
+    ``chosen_by_user``: the mode was chosen with `qatcmp score --extract` (the report says so,
+    and later re-scoring keeps it)."""
     if mode not in EXTRACT_MODES:
         raise ConfigError(f"unknown extraction mode {mode!r} (use {' or '.join(EXTRACT_MODES)})")
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    manifest = rd.read_manifest()  # a run folder, readable
-    items = {(item.benchmark, item.item_id): item for item in rd.read_items(manifest)}  # unedited
-    order = {key: index for index, key in enumerate(items)}
-    transcripts = sorted(rd.read_transcripts(manifest), key=lambda r: _sort_key(r, order))
+    items, order, transcripts = _load(rd)
 
     mmlu = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "mmlu_pro"]
     code = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "humaneval"]
@@ -56,8 +56,41 @@ def score_run(
     write_jsonl_atomic(rd.scores, scores)
     meta = _meta(scores, mode, protections, limits)
     meta["scores_sha256"] = file_sha256(rd.scores)  # scores.jsonl as written: any damage shows
+    meta["mode_chosen_by_user"] = chosen_by_user
     write_json_atomic(rd.path / SCORES_META, meta)
     return scores
+
+
+def score_mmlu_in_mode(run_dir: Path | RunDir, mode: str) -> list[ScoreRecord]:
+    """MMLU-Pro scores of a run in one extraction mode, in memory (nothing written). The
+    report scores the other mode this way to check that its verdicts hold across modes;
+    HumanEval does not depend on the mode, so no code runs here."""
+    if mode not in EXTRACT_MODES:
+        raise ConfigError(f"unknown extraction mode {mode!r} (use {' or '.join(EXTRACT_MODES)})")
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    items, order, transcripts = _load(rd)
+    scores = [mmlu_pro.score(r, _item_for(r, items), mode=mode) for r in transcripts if r.benchmark == "mmlu_pro"]  # type: ignore[arg-type]
+    return sorted(scores, key=lambda s: _sort_key(s, order))
+
+
+def other_extract_mode(mode: str) -> str | None:
+    """The mode to check a report's verdicts against: the first other one."""
+    return next((m for m in EXTRACT_MODES if m != mode), None)
+
+
+def chosen_extract_mode(rd: RunDir) -> str:
+    """The mode the user chose last (`qatcmp score --extract`, recorded in scores.meta.json),
+    else "default"."""
+    meta = read_scores_meta(rd) or {}
+    return meta["mode"] if meta.get("mode") in EXTRACT_MODES else "default"
+
+
+def _load(rd: RunDir) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], int], list[TranscriptRecord]]:
+    manifest = rd.read_manifest()  # a run folder, readable
+    items = {(item.benchmark, item.item_id): item for item in rd.read_items(manifest)}  # unedited
+    order = {key: index for index, key in enumerate(items)}
+    transcripts = sorted(rd.read_transcripts(manifest), key=lambda r: _sort_key(r, order))
+    return items, order, transcripts
 
 
 def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> list[ScoreRecord]:
@@ -65,16 +98,17 @@ def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> li
     else freshly made. ``mode=None``: keep the mode the scores on disk were made with (a
     user's `qatcmp score --extract official` stands), "default" if there are none."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    chosen = False
     if mode is None:
-        meta = read_scores_meta(rd) or {}
-        mode = meta.get("mode") if meta.get("mode") in EXTRACT_MODES else "default"
+        mode = chosen_extract_mode(rd)
+        chosen = (read_scores_meta(rd) or {}).get("mode_chosen_by_user") is True
     if rd.items.exists():
         rd.read_items()  # refuse edited questions even when the scores look current
     if scores_are_current(rd, mode):
         with contextlib.suppress(DataError):
             # Damaged (a cut or edited line): made again below, never half-read.
             return rd.read_scores(strict=True)
-    return score_run(rd, mode=mode)
+    return score_run(rd, mode=mode, chosen_by_user=chosen)
 
 
 def scores_are_current(rd: RunDir, mode: str) -> bool:

@@ -26,6 +26,7 @@ from qatcmp.stats import mcnemar_exact_p, mcnemar_midp_p, paired_table, tango_in
 
 def score(model: str, item: int | str, correct: bool, benchmark: str = "humaneval", **fields) -> ScoreRecord:
     status = fields.pop("status", "passed" if correct else "failed")
+    fields.setdefault("finish_reason", "length" if fields.get("truncated") else "stop")
     return ScoreRecord(model=model, benchmark=benchmark, item_id=str(item), correct=correct, status=status, **fields)
 
 
@@ -111,8 +112,19 @@ def test_motivating_table_paired():
         [q not in MOTIVATING_WRONG["6bit"] for q in range(100)],
         [q not in MOTIVATING_WRONG["qat8"] for q in range(100)],
     )))
-    assert pair.sentence.startswith(f"6bit vs qat8, HumanEval: +8.0 points [+{low * 100:.1f}, +{high * 100:.1f}]")
-    assert "McNemar mid-p 0.012, Holm 0.035 — likely a real difference" in pair.sentence
+    # The sentence prints the interval the Holm-adjusted verdict uses: Tango at alpha/3 for
+    # the pair Holm tests first (its mid-p is the smallest, tied with 6bit vs 4bit).
+    adjusted = tango_interval(paired_table(
+        [q not in MOTIVATING_WRONG["6bit"] for q in range(100)],
+        [q not in MOTIVATING_WRONG["qat8"] for q in range(100)],
+    ), 1 - 0.05 / 3)
+    assert pair.diff_ci_holm == pytest.approx(adjusted) and pair.diff_ci_holm_confidence == pytest.approx(1 - 0.05 / 3)
+    assert adjusted[0] < low and adjusted[0] > 0
+    assert pair.sentence.startswith(
+        f"6bit vs qat8, HumanEval: +8.0 points (98.3% CI [+{adjusted[0] * 100:.1f}, +{adjusted[1] * 100:.1f}], "
+        "Holm-adjusted for 3 pairs)"
+    )
+    assert "McNemar mid-p = 0.012, Holm-adjusted p = 0.035 — likely a real difference" in pair.sentence
 
     same = pair_of(report, "qat8", "4bit")
     assert (same.a_only, same.b_only, same.diff) == (4, 4, 0)
@@ -218,7 +230,8 @@ def test_equivalence_verdict_with_many_questions_and_few_flips():
     assert pair.equivalent and pair.verdict == "equivalent"
     lo, hi = pair.equivalence_ci90
     assert -0.05 < lo < pair.diff < hi < 0.05
-    assert pair.sentence.endswith("equivalent within ±5 points")
+    assert "— equivalent within ±5 points (90% CI [" in pair.sentence
+    assert pair.equivalence_ci_holm == pytest.approx(pair.equivalence_ci90)  # one pair: no adjustment
 
 
 def test_inconclusive_sentence_sizes_the_study_and_never_says_no_difference():
@@ -230,10 +243,13 @@ def test_inconclusive_sentence_sizes_the_study_and_never_says_no_difference():
     assert (pair.a_only, pair.b_only, pair.n) == (4, 6, 50)
     assert pair.verdict == "inconclusive"
     assert pair.power.discordance == pytest.approx(0.20)
-    assert pair.power.delta == pytest.approx(0.04)
-    assert pair.power.n_needed == 979  # the statistics notes: psi 20%, 4 points
-    assert "not distinguishable at 50 questions; about 980 would be needed to detect 4.0 points" in pair.sentence
+    # Sized for the margin (5 points), never for the observed difference (4 points).
+    assert pair.power.delta == pytest.approx(0.05) and pair.power.delta_source == "margin"
+    assert "about 630 questions would detect a difference of 5 points (the equivalence margin)" in pair.sentence
     assert pair.power.mde == pytest.approx(0.173, abs=0.001)
+    named = build_report_from_scores(scores, delta=0.04).benchmarks[0].pairs[0]
+    assert named.power.n_needed == 979  # the statistics notes: psi 20%, 4 points
+    assert "about 980 questions would detect a difference of 4 points (--delta)" in named.sentence
     for text in (pair.sentence, format_summary(report)):
         assert "no difference" not in text.lower()
 
@@ -332,7 +348,7 @@ def test_build_report_writes_json_markdown_and_pngs(tmp_path):
     run = make_run(tmp_path / "run", scores_from_wrong(MOTIVATING_WRONG, 100), ["6bit", "qat8", "4bit"])
     report = build_report(run)
     data = json.loads((run / "report.json").read_text())
-    assert data["schema_version"] == 1 and data["kind"] == "run"
+    assert data["schema_version"] == 2 and data["kind"] == "run"
     bench = data["benchmarks"][0]
     assert CONTRACT_MODEL_KEYS <= set(bench["models"][0])
     assert CONTRACT_PAIR_KEYS <= set(bench["pairs"][0])

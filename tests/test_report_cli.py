@@ -67,7 +67,7 @@ def test_counts_reproduce_the_reference_numbers(tmp_path, capsys):
 def test_counts_without_out_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_cli(capsys, "stats", "--counts", "humaneval:a=98/100,b=90/100")
-    assert code == 0 and "z-test p 0.017" in out
+    assert code == 0 and "z-test p = 0.017" in out
     assert list(tmp_path.iterdir()) == []
 
 

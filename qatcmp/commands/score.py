@@ -50,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
     limits = Limits(wall_s=args.timeout, cpu_s=max(1, int(args.timeout + 0.999)))
     sandbox = Sandbox(limits)
     started = time.monotonic()
-    scores = score_run(rd, mode=args.extract, jobs=args.jobs, sandbox=sandbox)
+    scores = score_run(rd, mode=args.extract, jobs=args.jobs, sandbox=sandbox, chosen_by_user=True)
     elapsed = time.monotonic() - started
     if any(s.benchmark == "humaneval" for s in scores):
         console.print(f"sandbox protections: {sandbox.protections.describe()}")

@@ -4,10 +4,12 @@
 - paired: two models on the same questions (McNemar exact and mid-p, Tango interval, TOST)
 - independent: the tests that ignore the pairing (z, chi-squared, Yates, Fisher)
 - multi: Cochran's Q and Holm
+- compatible: intervals that agree with Holm-adjusted decisions; TOST p-values
 - power: sample size and minimum detectable difference (Connor paired, Cohen's h independent)
 """
 
-from qatcmp.stats.independent import IndependentTests, independent_tests
+from qatcmp.stats.compatible import Tost, compatible_level, confidence_percent, tost_interval, tost_p
+from qatcmp.stats.independent import IndependentTests, independent_tests, mean_rates_z_test_p
 from qatcmp.stats.multi import CochranQ, cochran_q, holm
 from qatcmp.stats.paired import (
     ClusteredDifference,
@@ -38,6 +40,12 @@ __all__ = [
     "CochranQ",
     "Equivalence",
     "IndependentTests",
+    "Tost",
+    "compatible_level",
+    "confidence_percent",
+    "mean_rates_z_test_p",
+    "tost_interval",
+    "tost_p",
     "PairedTable",
     "clustered_accuracy",
     "clustered_paired_difference",

@@ -7,10 +7,12 @@ tables published that way, always next to the paired result.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2_contingency, fisher_exact
+from scipy.stats import chi2_contingency, fisher_exact, norm
 from statsmodels.stats.proportion import proportions_ztest
 
 
@@ -63,3 +65,18 @@ def independent_tests(correct_a: int, n_a: int, correct_b: int, n_b: int) -> Ind
         chi2_yates_p=chi2_p(correct_a, n_a, correct_b, n_b, yates=True),
         fisher_p=fisher_p(correct_a, n_a, correct_b, n_b),
     )
+
+
+def mean_rates_z_test_p(rates_a: Sequence[float], rates_b: Sequence[float]) -> float:
+    """Two-sample z-test of the mean per-question pass rate (K answers per question): the
+    question is the unit, so N questions per model, not N×K independent answers. Still
+    ignores the pairing."""
+    if not rates_a or not rates_b:
+        raise ValueError("need per-question pass rates for both models")
+    mean_a, mean_b = float(np.mean(rates_a)), float(np.mean(rates_b))
+    var_a = float(np.var(rates_a, ddof=1)) if len(rates_a) > 1 else 0.0
+    var_b = float(np.var(rates_b, ddof=1)) if len(rates_b) > 1 else 0.0
+    se = math.sqrt(var_a / len(rates_a) + var_b / len(rates_b))
+    if se == 0:
+        return 1.0 if mean_a == mean_b else 0.0
+    return float(2 * norm.sf(abs(mean_a - mean_b) / se))
