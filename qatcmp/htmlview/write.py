@@ -20,7 +20,10 @@ def write_html_report(report: Report, folder: Path, *, run_dir: Path | None = No
     to it, and — for a run — the run folder's questions and answers (`run_dir`, by default
     `folder`)."""
     folder = Path(folder)
-    questions = build_question_rows(run_dir or folder) if report.kind == "run" else None
+    source = Path(run_dir or folder)
+    # A folder of scores without its questions (items.jsonl) has no question table to show.
+    has_questions = report.kind == "run" and (source / "items.jsonl").is_file()
+    questions = build_question_rows(source) if has_questions else None
     plots = {}
     for name in report.plots:
         path = folder / name
