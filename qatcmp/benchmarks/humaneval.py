@@ -221,7 +221,7 @@ def score_many(
     for record, item in pairs:
         early, found = _score_without_running(record, item)
         if early is None and found.completion is not None:
-            to_run.append((len(results), Job(program_for(item, found.completion), item.test, item.entry_point), found))
+            to_run.append((len(results), Job(program_for(item, found.completion), item.test, item.entry_point, item.prompt), found))
         results.append(early)
     outcomes = sandbox.run_many([job for _, job, _ in to_run], workers=workers)
     for (index, job, found), outcome in zip(to_run, outcomes):

@@ -1,0 +1,208 @@
+"""Which OS isolation wraps each sandboxed process: bubblewrap (Linux), sandbox-exec (macOS), or
+none - detected once by trying it, never assumed.
+
+bubblewrap is the sandbox under Flatpak, packaged by every Linux distribution, and works both
+for root and for an ordinary user (through unprivileged user namespaces); it is used here
+rather than namespace code of our own. Each process gets: its own user, PID, network, mount,
+IPC and UTS namespaces (a fork bomb meets RLIMIT_NPROC, which Linux counts per user *per user
+namespace*, so one sample cannot use up another's processes); no capabilities and no nested
+user namespaces; a read-only view of /usr and of the interpreter's own folders only (no home
+folder, no /etc, no project folder); a private, size-limited tmpfs as its only writable
+folder; no environment but what we set; and it dies with the scorer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+BWRAP_ENV = "QATCMP_BWRAP"  # path of bwrap to use; a missing path means "not installed" (tests)
+SANDBOX_EXEC = "/usr/bin/sandbox-exec"
+CHILD_DIR = Path(__file__).resolve().parent
+CHILD_FILES = ("child.py", "codec.py")
+INSIDE_DIR = "/qatcmp"  # where the two files appear inside a bubblewrap sandbox
+WORK_DIR = "/tmp"  # the private tmpfs inside a bubblewrap sandbox
+SANDBOX_UID = 1000  # the user the code runs as inside its user namespace (not root there)
+_BWRAP_NAMES = [
+    "bubblewrap", "user-namespace", "pid-namespace", "net-namespace", "mount-namespace",
+    "ipc-namespace", "uts-namespace", "read-only-system", "no-home", "private-tmpfs",
+    "cap-drop-all", "no-new-privileges", "no-nested-userns", "clear-env", "die-with-parent", "new-session",
+]
+
+
+@dataclass(frozen=True)
+class Protections:
+    """The isolation in use and, when there is none, what is missing and how to get it."""
+
+    isolation: str = "none"  # bubblewrap | sandbox-exec | none
+    bwrap: str | None = None
+    missing: str = ""
+
+    def names(self) -> list[str]:
+        names = ["judge-process", "plain-data-codec", "rlimits", "own-session", "clear-env"]
+        if self.isolation == "bubblewrap":
+            return names + [n for n in _BWRAP_NAMES if n not in names]
+        if self.isolation == "sandbox-exec":
+            return names + ["sandbox-exec", "no-network", "writes-in-workdir-only", "reads-system-only"]
+        return names + ["fresh-workdir"]
+
+    def describe(self) -> str:
+        text = f"{self.isolation}: " + ", ".join(self.names())
+        if self.isolation == "none":
+            text += " (NO isolation: the code can read and write your files and use the network)"
+        return text
+
+    @property
+    def isolated(self) -> bool:
+        return self.isolation != "none"
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@lru_cache(maxsize=1)
+def detect_protections() -> Protections:
+    """The isolation that works here: the real sandbox command is tried on `pass`."""
+    if sys.platform.startswith("linux"):
+        return _detect_bwrap()
+    if sys.platform == "darwin":
+        return _detect_sandbox_exec()
+    return Protections(missing=f"no sandbox is known for {sys.platform}")
+
+
+def _detect_bwrap() -> Protections:
+    bwrap = os.environ.get(BWRAP_ENV) or shutil.which("bwrap") or "/usr/bin/bwrap"
+    if not os.access(bwrap, os.X_OK):
+        return Protections(missing=f"bubblewrap is not installed ({bwrap} not found): "
+                                   "install it with `sudo apt-get install bubblewrap`")
+    error = _try([*bwrap_command(bwrap, 1 << 20), python_executable(), "-I", "-S", "-c", "pass"])
+    if error is None:
+        return Protections("bubblewrap", bwrap=bwrap)
+    hint = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+            "user.max_user_namespaces > 0, or the AppArmor rule for bwrap on Ubuntu)")
+    if os.geteuid() == 0:
+        hint = "run with CAP_SYS_ADMIN (a container needs --privileged or a seccomp/AppArmor profile that allows namespaces)"
+    return Protections(missing=f"bubblewrap cannot create its namespaces here ({error}): {hint}")
+
+
+def _detect_sandbox_exec() -> Protections:
+    if not os.path.exists(SANDBOX_EXEC):
+        return Protections(missing=f"{SANDBOX_EXEC} is missing")
+    workdir = Path(tempfile.mkdtemp(prefix="qatcmp-probe-"))
+    try:
+        error = _try([SANDBOX_EXEC, "-p", macos_profile(workdir), python_executable(), "-I", "-S", "-c", "pass"],
+                     cwd=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if error is None:
+        return Protections("sandbox-exec")
+    return Protections(missing=f"sandbox-exec refused the sandbox profile ({error})")
+
+
+def _try(cmd: list[str], cwd: Path | None = None) -> str | None:
+    """None if the command works, else its first line of complaint."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=20, cwd=cwd or "/", env={"PATH": "/usr/bin:/bin"},
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:200] if lines else f"exit code {done.returncode}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@lru_cache(maxsize=1)
+def python_executable() -> str:
+    """The real interpreter (a venv's python is a symlink into the base installation)."""
+    return os.path.realpath(sys.executable)
+
+
+@lru_cache(maxsize=1)
+def package_paths() -> tuple[str, ...]:
+    """site-packages folders on the path: code run without `site` may import numpy."""
+    import site
+
+    found = [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
+    return tuple(dict.fromkeys(p for p in found if os.path.isdir(p) and p in sys.path))
+
+
+@lru_cache(maxsize=1)
+def _readonly_folders() -> tuple[str, ...]:
+    """What the interpreter needs outside /usr: its prefix (e.g. /root/.pyenv/versions/X)
+    and the site-packages folders, each bound alone - never the home folder around them."""
+    wanted = {os.path.realpath(p) for p in (sys.base_prefix, os.path.dirname(python_executable()), *package_paths())}
+    wanted = {p for p in wanted if os.path.isdir(p) and not (p == "/usr" or p.startswith("/usr/"))}
+    ordered = sorted(wanted)
+    # A folder inside another bound one comes with it.
+    return tuple(p for p in ordered if not any(p != q and p.startswith(q + "/") for q in ordered))
+
+
+def bwrap_command(bwrap: str, tmpfs_bytes: int) -> list[str]:
+    """bubblewrap's options for one sandboxed process (the command follows)."""
+    cmd = [
+        bwrap,
+        "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--clearenv",
+        "--ro-bind", "/usr", "/usr",
+    ]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    if os.path.isfile("/etc/ld.so.cache"):  # the dynamic loader's index: no user data
+        cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    for folder in _readonly_folders():
+        cmd += ["--ro-bind", folder, folder]
+    for name in CHILD_FILES:
+        cmd += ["--ro-bind", str(CHILD_DIR / name), f"{INSIDE_DIR}/{name}"]
+    cmd += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR,
+        # The sandbox's root is a tmpfs without a size limit: read-only once it is built,
+        # like /dev, so the private tmpfs is the only place to write.
+        "--remount-ro", "/dev", "--remount-ro", "/",
+        "--chdir", WORK_DIR,
+    ]
+    return cmd
+
+
+def macos_profile(workdir: Path) -> str:
+    """Deny by default; read the interpreter and system libraries, write in workdir only,
+    no network, no looking at or signalling other processes. UNTESTED: written from the SBPL
+    documentation on Linux; detection tries it once and falls back to refusing."""
+    def quoted(path: str) -> str:
+        return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    reads = {"/usr/lib", "/usr/share", "/System", "/Library/Apple", "/private/var/db/dyld",
+             "/Library/Frameworks/Python.framework", os.path.realpath(sys.base_prefix), str(CHILD_DIR),
+             *(os.path.realpath(p) for p in package_paths())}
+    read_rules = " ".join(f"(subpath {quoted(p)})" for p in sorted(reads))
+    work = quoted(os.path.realpath(workdir))
+    return "\n".join([
+        "(version 1)",
+        "(deny default)",
+        "(allow process-fork)",
+        f"(allow process-exec (literal {quoted(python_executable())}))",
+        "(allow signal (target same-sandbox))",
+        "(allow process-info* (target same-sandbox))",
+        "(allow sysctl-read)",
+        "(allow file-read-metadata)",  # stat() on the way to allowed files; not their contents
+        f"(allow file-read* {read_rules} (literal \"/dev/null\") (literal \"/dev/urandom\") (literal \"/dev/random\"))",
+        f"(allow file-read* file-write* (subpath {work}))",
+        "(allow file-write-data (literal \"/dev/null\"))",
+        "(deny network*)",
+    ])
