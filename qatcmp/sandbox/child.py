@@ -301,8 +301,28 @@ def _to_plain(value: object) -> object:
     return value  # the encoder refuses it, naming its type
 
 
+def close_other_fds(keep: list[int]) -> None:
+    """Only stdio and the pipes of the role stay open (nothing the sandbox tool may leave)."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def exit_on_cpu_limit() -> None:
+    """As its PID namespace's first process the interpreter would ignore SIGXCPU by default:
+    exit with the code a shell gives a SIGXCPU death, so the scorer can name it."""
+    import signal
+
+    signal.signal(signal.SIGXCPU, lambda *_: os._exit(128 + signal.SIGXCPU))
+
+
 if __name__ == "__main__":
     role, fds = sys.argv[1], [int(a) for a in sys.argv[2:]]
+    close_other_fds(fds)
+    exit_on_cpu_limit()
     if role == "judge":
         judge(*fds)
     elif role == "candidate":

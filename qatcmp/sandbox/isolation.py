@@ -14,6 +14,7 @@ folder; no environment but what we set; and it dies with the scorer.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -82,13 +83,15 @@ def _detect_bwrap() -> Protections:
     if not os.access(bwrap, os.X_OK):
         return Protections(missing=f"bubblewrap is not installed ({bwrap} not found): "
                                    "install it with `sudo apt-get install bubblewrap`")
-    error = _try([*bwrap_command(bwrap, 1 << 20), python_executable(), "-I", "-S", "-c", "pass"])
+    if sandbox_python() is None:
+        return Protections(missing=f"the sandbox user cannot reach a Python interpreter ({python_executable()} is in "
+                                   "a private folder and there is no /usr/bin/python3): install python3")
+    plan = bwrap_plan(bwrap, 1 << 20)
+    error = _try([*plan.command, sandbox_python(), "-I", "-S", "-c", "pass"], plan)  # type: ignore[list-item]
     if error is None:
         return Protections("bubblewrap", bwrap=bwrap)
-    hint = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
-            "user.max_user_namespaces > 0, or the AppArmor rule for bwrap on Ubuntu)")
-    if os.geteuid() == 0:
-        hint = "run with CAP_SYS_ADMIN (a container needs --privileged or a seccomp/AppArmor profile that allows namespaces)"
+    hint = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
+            "user.max_user_namespaces > 0; on Ubuntu 24.04+ an AppArmor profile for bwrap)")
     return Protections(missing=f"bubblewrap cannot create its namespaces here ({error}): {hint}")
 
 
@@ -98,7 +101,7 @@ def _detect_sandbox_exec() -> Protections:
     workdir = Path(tempfile.mkdtemp(prefix="qatcmp-probe-"))
     try:
         error = _try([SANDBOX_EXEC, "-p", macos_profile(workdir), python_executable(), "-I", "-S", "-c", "pass"],
-                     cwd=workdir)
+                     None, cwd=workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if error is None:
@@ -106,13 +109,16 @@ def _detect_sandbox_exec() -> Protections:
     return Protections(missing=f"sandbox-exec refused the sandbox profile ({error})")
 
 
-def _try(cmd: list[str], cwd: Path | None = None) -> str | None:
-    """None if the command works, else its first line of complaint."""
+def _try(cmd: list[str], plan: "BwrapPlan | None", cwd: Path | None = None) -> str | None:
+    """None if the command works, else its last line of complaint."""
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=20, cwd=cwd or "/", env={"PATH": "/usr/bin:/bin"},
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, **(plan.popen_options() if plan else {}))
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
+    finally:
+        if plan is not None:
+            plan.close()
     if done.returncode == 0:
         return None
     lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
@@ -129,31 +135,109 @@ def python_executable() -> str:
 
 
 @lru_cache(maxsize=1)
+def sandbox_user() -> tuple[int, int] | None:
+    """Run as root, bubblewrap is started as `nobody`: Linux never applies RLIMIT_NPROC to
+    real root (even mapped into a user namespace), so a fork bomb would take the machine's
+    PIDs. As `nobody` in its own user namespace, each sandbox has its own process count."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def _open_to_others(path: str) -> bool:
+    """Every folder on the way can be entered by any user (what `nobody` needs)."""
+    current = "/"
+    for part in Path(path).parts[1:]:
+        current = os.path.join(current, part)
+        try:
+            if os.path.isdir(current) and not os.stat(current).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def sandbox_python() -> str | None:
+    """The interpreter the sandboxed processes run: the scorer's own, unless it lives where
+    the sandbox user cannot enter (root's pyenv under /root, mode 0700): then the system's."""
+    own = python_executable()
+    if sandbox_user() is None or _open_to_others(own):
+        return own
+    system = os.path.realpath("/usr/bin/python3")
+    return system if os.path.isfile(system) and _open_to_others(system) else None
+
+
+@lru_cache(maxsize=1)
 def package_paths() -> tuple[str, ...]:
-    """site-packages folders on the path: code run without `site` may import numpy."""
+    """site-packages folders on the path: code run without `site` may import numpy. Only
+    for the scorer's own interpreter, and only where the sandbox user can reach them."""
     import site
 
+    if sandbox_python() != python_executable():
+        return ()
     found = [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
-    return tuple(dict.fromkeys(p for p in found if os.path.isdir(p) and p in sys.path))
+    usable = (p for p in found if os.path.isdir(p) and p in sys.path)
+    return tuple(dict.fromkeys(p for p in usable if sandbox_user() is None or _open_to_others(p)))
 
 
 @lru_cache(maxsize=1)
 def _readonly_folders() -> tuple[str, ...]:
-    """What the interpreter needs outside /usr: its prefix (e.g. /root/.pyenv/versions/X)
-    and the site-packages folders, each bound alone - never the home folder around them."""
-    wanted = {os.path.realpath(p) for p in (sys.base_prefix, os.path.dirname(python_executable()), *package_paths())}
+    """What the interpreter needs outside /usr: its prefix (e.g. ~/.pyenv/versions/X) and
+    the site-packages folders, each bound alone - never the home folder around them."""
+    python = sandbox_python()
+    if python is None:
+        return ()
+    prefixes = [sys.base_prefix, os.path.dirname(python)] if python == python_executable() else [os.path.dirname(python)]
+    wanted = {os.path.realpath(p) for p in (*prefixes, *package_paths())}
     wanted = {p for p in wanted if os.path.isdir(p) and not (p == "/usr" or p.startswith("/usr/"))}
     ordered = sorted(wanted)
     # A folder inside another bound one comes with it.
     return tuple(p for p in ordered if not any(p != q and p.startswith(q + "/") for q in ordered))
 
 
-def bwrap_command(bwrap: str, tmpfs_bytes: int) -> list[str]:
+@lru_cache(maxsize=1)
+def child_sources() -> dict[str, bytes]:
+    return {name: (CHILD_DIR / name).read_bytes() for name in CHILD_FILES}
+
+
+@dataclass
+class BwrapPlan:
+    """A bubblewrap command and the pipes that carry the two child files into it (so the
+    project folder is never bound, and a folder `nobody` cannot enter does not matter)."""
+
+    command: list[str]
+    pass_fds: list[int]
+
+    def popen_options(self) -> dict:
+        options: dict = {"pass_fds": tuple(self.pass_fds)}
+        user = sandbox_user()
+        if user is not None:
+            options.update(user=user[0], group=user[1], extra_groups=[])
+        return options
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.pass_fds = []
+
+
+def bwrap_plan(bwrap: str, tmpfs_bytes: int) -> BwrapPlan:
     """bubblewrap's options for one sandboxed process (the command follows)."""
     cmd = [
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        # The command is the namespace's PID 1: when it ends, the kernel kills the rest of
+        # the namespace before bwrap returns, so "bwrap ended" means "all of it ended".
+        "--as-pid-1",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--clearenv",
         "--ro-bind", "/usr", "/usr",
@@ -167,8 +251,13 @@ def bwrap_command(bwrap: str, tmpfs_bytes: int) -> list[str]:
         cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for folder in _readonly_folders():
         cmd += ["--ro-bind", folder, folder]
-    for name in CHILD_FILES:
-        cmd += ["--ro-bind", str(CHILD_DIR / name), f"{INSIDE_DIR}/{name}"]
+    fds = []
+    for name, data in child_sources().items():
+        read_end, write_end = os.pipe()
+        os.write(write_end, data)  # a few KB: fits in the pipe
+        os.close(write_end)
+        fds.append(read_end)
+        cmd += ["--ro-bind-data", str(read_end), f"{INSIDE_DIR}/{name}"]
     cmd += [
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(tmpfs_bytes), "--tmpfs", WORK_DIR,
@@ -177,7 +266,7 @@ def bwrap_command(bwrap: str, tmpfs_bytes: int) -> list[str]:
         "--remount-ro", "/dev", "--remount-ro", "/",
         "--chdir", WORK_DIR,
     ]
-    return cmd
+    return BwrapPlan(cmd, fds)
 
 
 def macos_profile(workdir: Path) -> str:

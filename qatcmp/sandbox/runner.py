@@ -25,8 +25,8 @@ from qatcmp.errors import QatcmpError
 from qatcmp.sandbox import codec
 from qatcmp.sandbox.cleanup import MARKER_ENV, kill_marked_processes, remove_tree
 from qatcmp.sandbox.isolation import (
-    CHILD_DIR, INSIDE_DIR, SANDBOX_EXEC, WORK_DIR, Protections, bwrap_command, detect_protections,
-    macos_profile, package_paths, python_executable,
+    CHILD_DIR, INSIDE_DIR, SANDBOX_EXEC, WORK_DIR, Protections, bwrap_plan, detect_protections,
+    macos_profile, package_paths, python_executable, sandbox_python,
 )
 
 WORKDIR_PREFIX = "qatcmp-sbx-"
@@ -167,24 +167,34 @@ class Sandbox:
     def _start(self, role: str, fds: list[int], marker: str, job: dict) -> _Process:
         env = _environment(marker)
         isolation = self.protections.isolation
-        workdir = None
+        workdir = plan = None
+        options: dict = {"pass_fds": fds}
+        python = python_executable()
         if isolation == "bubblewrap":
-            prefix = bwrap_command(self.protections.bwrap or "bwrap", self.limits.tmpfs_bytes)
+            plan = bwrap_plan(self.protections.bwrap or "bwrap", self.limits.tmpfs_bytes)
+            prefix = plan.command
             for key, value in env.items():
                 prefix += ["--setenv", key, value]
             child = f"{INSIDE_DIR}/child.py"
             cwd = "/"
+            options = plan.popen_options()
+            options["pass_fds"] = (*options["pass_fds"], *fds)
+            python = sandbox_python() or python
         else:
             workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
             env = {**env, "HOME": str(workdir), "TMPDIR": str(workdir)}
             prefix = [SANDBOX_EXEC, "-p", macos_profile(workdir)] if isolation == "sandbox-exec" else []
             child = str(CHILD_DIR / "child.py")
             cwd = str(workdir)
-        cmd = [*prefix, python_executable(), "-I", "-S", "-B", child, role, *map(str, fds)]
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, pass_fds=fds,
-        )
+        cmd = [*prefix, python, "-I", "-S", "-B", child, role, *map(str, fds)]
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, **options,
+            )
+        finally:
+            if plan is not None:
+                plan.close()
         process = _Process(proc, workdir=workdir)
         payload = codec.encode(job)
         # A thread, so a large program cannot block us on a full pipe while the child is busy.
