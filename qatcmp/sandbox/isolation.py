@@ -45,17 +45,22 @@ class Protections:
     isolation: str = "none"  # bubblewrap | sandbox-exec | none
     bwrap: str | None = None
     missing: str = ""
+    python: str = ""  # the interpreter the sandboxed processes run
+    as_nobody: bool = False  # bubblewrap started as `nobody` (the scorer runs as root)
 
     def names(self) -> list[str]:
         names = ["judge-process", "plain-data-codec", "rlimits", "own-session", "clear-env"]
         if self.isolation == "bubblewrap":
-            return names + [n for n in _BWRAP_NAMES if n not in names]
+            extra = ["as-nobody"] if self.as_nobody else []
+            return names + [n for n in _BWRAP_NAMES if n not in names] + extra
         if self.isolation == "sandbox-exec":
             return names + ["sandbox-exec", "no-network", "writes-in-workdir-only", "reads-system-only"]
         return names + ["fresh-workdir"]
 
     def describe(self) -> str:
         text = f"{self.isolation}: " + ", ".join(self.names())
+        if self.python:
+            text += f" (python {self.python})"
         if self.isolation == "none":
             text += " (NO isolation: the code can read and write your files and use the network)"
         return text
@@ -89,7 +94,7 @@ def _detect_bwrap() -> Protections:
     plan = bwrap_plan(bwrap, 1 << 20)
     error = _try([*plan.command, sandbox_python(), "-I", "-S", "-c", "pass"], plan)  # type: ignore[list-item]
     if error is None:
-        return Protections("bubblewrap", bwrap=bwrap)
+        return Protections("bubblewrap", bwrap=bwrap, python=sandbox_python() or "", as_nobody=sandbox_user() is not None)
     hint = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
             "user.max_user_namespaces > 0; on Ubuntu 24.04+ an AppArmor profile for bwrap)")
     return Protections(missing=f"bubblewrap cannot create its namespaces here ({error}): {hint}")
@@ -105,7 +110,7 @@ def _detect_sandbox_exec() -> Protections:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if error is None:
-        return Protections("sandbox-exec")
+        return Protections("sandbox-exec", python=python_executable())
     return Protections(missing=f"sandbox-exec refused the sandbox profile ({error})")
 
 
@@ -285,7 +290,8 @@ def macos_profile(workdir: Path) -> str:
         "(version 1)",
         "(deny default)",
         "(allow process-fork)",
-        f"(allow process-exec (literal {quoted(python_executable())}))",
+        # A framework build's bin/python3.x re-executes Python.app inside its prefix.
+        f"(allow process-exec (literal {quoted(python_executable())}) (subpath {quoted(os.path.realpath(sys.base_prefix))}))",
         "(allow signal (target same-sandbox))",
         "(allow process-info* (target same-sandbox))",
         "(allow sysctl-read)",
