@@ -97,6 +97,8 @@ def _detect_bwrap() -> Protections:
         return Protections("bubblewrap", bwrap=bwrap, python=sandbox_python() or "", as_nobody=sandbox_user() is not None)
     hint = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
             "user.max_user_namespaces > 0; on Ubuntu 24.04+ an AppArmor profile for bwrap)")
+    if sandbox_user() is not None:
+        hint = "as root, bubblewrap runs as nobody, who needs them too: " + hint
     return Protections(missing=f"bubblewrap cannot create its namespaces here ({error}): {hint}")
 
 
