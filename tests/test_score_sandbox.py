@@ -1,24 +1,26 @@
-"""The sandbox against hostile answers: each one fails with a reason, in bounded time, with
-nothing changed outside the sandbox and no process left behind, and the harness still works."""
+"""The sandbox's ordinary behaviour: verdicts across the judge/candidate boundary keep Python's
+semantics for plain values, every ending is named, limits hold, nothing is left behind.
+(Hostile answers: test_sandbox_attacks.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
+import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from qatcmp.sandbox import MARKER_ENV, Job, Limits, Outcome, Sandbox, detect_protections, marked_processes
+from qatcmp.sandbox import (
+    MARKER_ENV, Job, Limits, Protections, Sandbox, detect_protections, marked_processes, remove_tree,
+)
 
-LIMITS = Limits(wall_s=3.0, cpu_s=3, output_kill_bytes=1 << 20)
+LIMITS = Limits(wall_s=4.0, cpu_s=2, file_bytes=1 << 20, output_kill_bytes=1 << 20)
 TEST = "def check(candidate):\n    assert candidate(1) == 2\n"
+PROMPT = 'def f(x):\n    """x + 1"""\n'
 GOOD = "def f(x):\n    return x + 1\n"
 PROTECTIONS = detect_protections()
-needs_namespaces = pytest.mark.skipif(not PROTECTIONS.namespaces, reason="no namespaces on this machine")
+needs_bwrap = pytest.mark.skipif(PROTECTIONS.isolation != "bubblewrap", reason=f"no bubblewrap: {PROTECTIONS.missing}")
 
 
 @pytest.fixture(scope="module")
@@ -26,406 +28,220 @@ def sandbox() -> Sandbox:
     return Sandbox(LIMITS)
 
 
-def run_hostile(sandbox: Sandbox, program: str, test: str = TEST) -> Outcome:
-    started = time.monotonic()
-    outcome = sandbox.run(Job(textwrap.dedent(program), test, "f"))
-    elapsed = time.monotonic() - started
-    assert elapsed < LIMITS.wall_s + 3, f"took {elapsed:.1f} s"
-    assert marked_processes(f"{MARKER_ENV}=".encode()) == [], "a sandboxed process outlived its run"
-    # The harness still works after it.
-    assert sandbox.run(Job(GOOD, TEST, "f")).status == "passed"
-    return outcome
+def run(sandbox: Sandbox, program: str, test: str = TEST, prompt: str = PROMPT, entry_point: str = "f"):
+    return sandbox.run(Job(textwrap.dedent(program), textwrap.dedent(test), entry_point, prompt))
 
 
-def assert_refused(outcome: Outcome, *statuses: str) -> None:
-    assert outcome.status in (statuses or ("failed",)), outcome
-    assert outcome.status != "passed"
-    assert outcome.detail, "a refused sample must say why"
-
-
+@needs_bwrap
 def test_good_and_wrong_solutions(sandbox: Sandbox) -> None:
-    assert sandbox.run(Job(GOOD, TEST, "f")).status == "passed"
-    wrong = sandbox.run(Job("def f(x):\n    return x\n", TEST, "f"))
-    assert wrong.status == "failed" and "AssertionError" in wrong.detail
+    assert run(sandbox, GOOD).status == "passed"
+    wrong = run(sandbox, "def f(x):\n    return x\n")
+    assert (wrong.status, wrong.detail) == ("failed", "AssertionError (a test failed)")
 
 
-def test_protections_are_reported() -> None:
-    names = PROTECTIONS.names()
-    assert "rlimits" in names and PROTECTIONS.describe()
-    if os.geteuid() == 0 and Path("/usr/bin/unshare").exists():
-        assert PROTECTIONS.namespaces and PROTECTIONS.drop_to_nobody
-
-
-def test_infinite_loop(sandbox: Sandbox) -> None:
-    outcome = run_hostile(sandbox, "while True:\n    pass\n")
-    assert_refused(outcome, "timeout", "failed")
-
-
-def test_sleep(sandbox: Sandbox) -> None:
-    assert_refused(run_hostile(sandbox, "import time\ntime.sleep(100)\n"), "timeout")
-
-
-def test_ignoring_sigterm(sandbox: Sandbox) -> None:
+@needs_bwrap
+def test_plain_values_cross_exactly(sandbox: Sandbox) -> None:
     program = """
-        import signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        time.sleep(100)
+        import math
+        def f(kind):
+            return {
+                "tuple": (1, 2), "list": [1, 2], "nan": math.nan, "negzero": -0.0, "inf": -math.inf,
+                "bool": True, "int": 1, "big": 3 ** 500, "bytes": b"\\x00\\xff", "str": "h\\u00e9\\ud800",
+                "set": {1, (2, 3)}, "frozenset": frozenset({"a"}), "dict": {(1, 2): [None, 1.5]},
+                "complex": 1 - 2j, "nested": [[[[]]]],
+            }[kind]
     """
-    assert_refused(run_hostile(sandbox, program), "timeout")
-
-
-@needs_namespaces
-def test_fork_bomb(sandbox: Sandbox) -> None:
-    program = """
-        import os, time
-        for _ in range(100000):
-            try:
-                os.fork()
-            except OSError:
-                time.sleep(0.01)
-        def f(x):
-            return x + 1
+    test = """
+        import math
+        def check(candidate):
+            assert candidate("tuple") == (1, 2) and type(candidate("tuple")) is tuple
+            assert candidate("list") == [1, 2] and type(candidate("list")) is list
+            assert candidate("tuple") != [1, 2]
+            assert math.isnan(candidate("nan"))
+            assert math.copysign(1.0, candidate("negzero")) == -1.0
+            assert candidate("inf") == -math.inf
+            assert candidate("bool") is True and type(candidate("int")) is int
+            assert candidate("big") == 3 ** 500
+            assert candidate("bytes") == b"\\x00\\xff" and candidate("str") == "h\\u00e9\\ud800"
+            assert candidate("set") == {1, (2, 3)} and type(candidate("frozenset")) is frozenset
+            assert candidate("dict") == {(1, 2): [None, 1.5]}
+            assert candidate("complex") == 1 - 2j and candidate("nested") == [[[[]]]]
     """
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome, "timeout", "failed")
+    outcome = run(sandbox, program, test)
+    assert outcome.status == "passed", outcome.detail
 
 
-def test_memory_bomb(sandbox: Sandbox) -> None:
-    program = """
-        hoard = []
-        while True:
-            hoard.append(bytearray(50 * 1024 * 1024))
-    """
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome)
-    assert "MemoryError" in outcome.detail or "memory" in outcome.detail
+@needs_bwrap
+def test_arguments_cross_too_and_keywords_work(sandbox: Sandbox) -> None:
+    program = "def f(a, *, b):\n    return (type(a).__name__, a, b)\n"
+    test = "def check(candidate):\n    assert candidate((1, [2]), b={3}) == ('tuple', (1, [2]), {3})\n"
+    assert run(sandbox, program, test).status == "passed"
 
 
-def test_deep_recursion(sandbox: Sandbox) -> None:
-    outcome = run_hostile(sandbox, "def f(x):\n    return f(x) + 1\n")
-    assert_refused(outcome)
-    assert "RecursionError" in outcome.detail
+@needs_bwrap
+def test_exceptions_raised_by_the_answer_are_named(sandbox: Sandbox) -> None:
+    outcome = run(sandbox, "def f(x):\n    raise KeyError('nope')\n")
+    assert (outcome.status, outcome.detail) == ("failed", "raised KeyError: 'nope'")
+    # A test may expect an exception, as in a one-process harness.
+    test = "def check(candidate):\n    try:\n        candidate(0)\n    except Exception:\n        return\n    raise AssertionError\n"
+    assert run(sandbox, "def f(x):\n    raise ValueError\n", test).status == "passed"
 
 
-def test_recursion_past_the_c_stack(sandbox: Sandbox) -> None:
-    program = """
-        import sys
-        sys.setrecursionlimit(10**7)
-        def f(x):
-            return f(x + 1) + 1
-    """
-    assert_refused(run_hostile(sandbox, program), "failed", "timeout")
+@needs_bwrap
+def test_the_test_may_name_the_entry_point(sandbox: Sandbox) -> None:
+    # HumanEval/33 compares candidate(x) with sort_third(x): that name is the answer too.
+    test = "def check(candidate):\n    assert candidate(1) == f(1) == 2\n"
+    assert run(sandbox, GOOD, test).status == "passed"
 
 
-def test_huge_output(sandbox: Sandbox) -> None:
-    outcome = run_hostile(sandbox, "while True:\n    print('x' * 10000)\n")
-    assert_refused(outcome)
-    assert "output" in outcome.detail
+@needs_bwrap
+def test_prompt_helpers_live_in_the_judge(sandbox: Sandbox) -> None:
+    prompt = "def helper(x):\n    return x * 10\n\n" + PROMPT
+    test = "def check(candidate):\n    assert candidate(1) == helper(1) + 1\n"
+    assert run(sandbox, "def helper(x):\n    return 0\n\ndef f(x):\n    return 11\n", test, prompt).status == "passed"
+    assert run(sandbox, "def helper(x):\n    return 0\n\ndef f(x):\n    return helper(x) + 1\n", test, prompt).status == "failed"
+
+
+@needs_bwrap
+def test_broken_dataset_code_is_an_error(sandbox: Sandbox) -> None:
+    assert run(sandbox, GOOD, "def check(candidate) oops\n").status == "error"
+    outcome = run(sandbox, GOOD, "def check(candidate):\n    candidate(object())\n")
+    assert outcome.status == "error" and "cannot cross" in outcome.detail
+
+
+@needs_bwrap
+def test_loading_failures_are_named(sandbox: Sandbox) -> None:
+    assert run(sandbox, "def g(x):\n    return 1\n").detail == "no function f defined"
+    assert run(sandbox, "1/0\n").detail == "the code does not run: ZeroDivisionError: division by zero"
+
+
+@needs_bwrap
+def test_how_a_sample_ended_is_named(sandbox: Sandbox) -> None:
+    # A wall-clock limit far above the CPU limit: on a busy machine 2 s of CPU take longer.
+    patient = Sandbox(Limits(wall_s=60.0, cpu_s=2))
+    cpu = patient.run(Job("def f(x):\n    while True:\n        pass\n", TEST, "f", PROMPT))
+    assert (cpu.status, cpu.detail) == ("timeout", "used more than 2 s of CPU time")
+    crash = run(sandbox, "import ctypes\ndef f(x):\n    ctypes.string_at(0)\n")
+    assert crash.status == "failed" and "SIGSEGV" in crash.detail
+    big_file = run(sandbox, "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+                            "def f(x):\n    open('big', 'wb').write(b'x' * (4 << 20))\n")
+    # As its namespace's PID 1 the interpreter ignores SIGXFSZ: the write fails instead.
+    assert big_file.status == "failed" and ("File too large" in big_file.detail or "larger than" in big_file.detail)
+    exited = run(sandbox, "import os\ndef f(x):\n    os._exit(3)\n")
+    assert exited.detail == "exited (code 3) before the tests finished"
+    slow_call = Sandbox(Limits(wall_s=4.0, call_s=0.5)).run(Job("import time\ndef f(x):\n    time.sleep(3)\n", TEST, "f", PROMPT))
+    assert (slow_call.status, slow_call.detail) == ("timeout", "call 1 took longer than 0.5 s")
+
+
+@needs_bwrap
+def test_output_is_capped(sandbox: Sandbox) -> None:
+    outcome = run(sandbox, "print('x' * 100000)\nwhile True:\n    print('x' * 10000)\n")
+    assert outcome.status == "failed" and "output" in outcome.detail
     assert len(outcome.output) <= LIMITS.output_bytes
 
 
-@needs_namespaces
-def test_files_outside_the_folder_are_out_of_reach(sandbox: Sandbox, tmp_path: Path) -> None:
-    open_dir = tmp_path / "world-writable"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
-    sentinel = tmp_path / "sentinel.txt"
-    sentinel.write_text("keep me")
-    program = f"""
-        import os, shutil
-        done = []
-        for action in (
-            lambda: os.remove({str(sentinel)!r}),
-            lambda: open({str(sentinel)!r}, "w").write("changed"),
-            lambda: open({str(open_dir / 'planted.txt')!r}, "w").write("x"),
-            lambda: open("/var/tmp/qatcmp-planted.txt", "w").write("x"),
-            lambda: open({str(Path.cwd() / 'qatcmp-planted.txt')!r}, "w").write("x"),
-            lambda: shutil.rmtree({str(tmp_path)!r}),
-        ):
-            try:
-                action()
-                done.append(1)
-            except OSError:
-                pass
-        open("own-file.txt", "w").write("my own folder is writable")
-        def f(x):
-            return x
-    """
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome)
-    assert "PermissionError" not in outcome.detail  # its own folder was writable
-    assert sentinel.read_text() == "keep me"
-    assert list(open_dir.iterdir()) == []
-    assert not Path("/var/tmp/qatcmp-planted.txt").exists()
-    assert not (Path.cwd() / "qatcmp-planted.txt").exists()
+@needs_bwrap
+def test_parallel_runs_keep_their_order(sandbox: Sandbox) -> None:
+    jobs = [Job(f"def f(x):\n    return x + {i}\n", TEST, "f", PROMPT) for i in range(6)]
+    assert [o.status for o in sandbox.run_many(jobs, workers=3)] == ["failed", "passed"] + ["failed"] * 4
 
 
-def test_workdir_is_removed(sandbox: Sandbox) -> None:
+@needs_bwrap
+def test_the_writable_folder_is_a_private_tmpfs(sandbox: Sandbox) -> None:
+    before = set(os.listdir(tempfile.gettempdir()))
     program = """
         import os
-        print(os.getcwd())
-        open("left-behind.txt", "w").write("x")
+        open("mine.txt", "w").write("my own folder is writable")
         def f(x):
-            return x + 1
+            return x + 1 if os.getcwd() == "/tmp" and open("mine.txt").read() else x
     """
-    outcome = sandbox.run(Job(textwrap.dedent(program), TEST, "f"))
-    assert outcome.status == "passed"
-    workdir = outcome.output.strip().splitlines()[0]
-    assert "qatcmp-sbx-" in workdir and not Path(workdir).exists()
+    assert run(sandbox, program).status == "passed"
+    new = set(os.listdir(tempfile.gettempdir())) - before  # other programs may use it meanwhile
+    assert "mine.txt" not in new and not any(name.startswith("qatcmp") for name in new)
 
 
-def test_parent_environment_is_not_readable(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = "sk-qatcmp-test-secret-4242"
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
-    program = f"""
-        import os
-        found = {secret!r} in str(dict(os.environ))
-        for pid in ("self", "1", str(os.getppid()), {str(os.getpid())!r}):
-            try:
-                found = found or {secret!r} in open(f"/proc/{{pid}}/environ", errors="replace").read()
-            except OSError:
-                pass
-        print(sorted(os.environ))
-        def f(x):
-            return x + 1 if found else x
-    """
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome)
-    assert secret not in outcome.output
-    assert "OPENAI_API_KEY" not in outcome.output
+def test_protections_are_described() -> None:
+    assert "rlimits" in PROTECTIONS.names() and PROTECTIONS.describe().startswith(PROTECTIONS.isolation)
+    none = Protections(missing="bubblewrap is not installed")
+    assert not none.isolated and "NO isolation" in none.describe()
+    assert Protections("bubblewrap").isolated
 
 
-def test_no_network(sandbox: Sandbox) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    program = f"""
-        import socket
-        connected = False
-        for host in ("127.0.0.1", "1.1.1.1"):
-            try:
-                socket.create_connection((host, {port} if host == "127.0.0.1" else 80), timeout=1).close()
-                connected = True
-            except OSError:
-                pass
-        def f(x):
-            return x + 1 if connected else x
-    """
+def test_refusal_without_isolation() -> None:
+    from qatcmp.errors import QatcmpError
+
+    refusing = Sandbox(LIMITS, protections=Protections(missing="bubblewrap is not installed (sudo apt-get install bubblewrap)"))
+    with pytest.raises(QatcmpError, match="refusing to run model code without a sandbox: bubblewrap is not installed"):
+        refusing.run(Job(GOOD, TEST, "f", PROMPT))
+    with pytest.raises(QatcmpError):
+        refusing.run_many([Job(GOOD, TEST, "f", PROMPT)])
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def _deep_tree(root: Path, depth: int = 1500) -> None:
+    """Nested folders deeper than PATH_MAX allows as one path, an unreadable folder, odd names."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        outcome = run_hostile(sandbox, program)
-        with pytest.raises(socket.timeout):
-            server.accept()
+        for _ in range(depth):
+            os.mkdir("folder-with-a-long-name", dir_fd=fd)
+            inner = os.open("folder-with-a-long-name", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("deep-file", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as fh:
+            fh.write("x")
     finally:
-        server.close()
-    assert_refused(outcome)
+        os.close(fd)
+    (root / "odd\nname \udcff").mkdir()
+    (root / "odd\nname \udcff" / "f").write_text("x")
+    locked = root / "locked" / "inner"
+    locked.mkdir(parents=True)
+    (locked / "file").write_text("x")
+    locked.chmod(0)
+    (root / "locked").chmod(0)
 
 
-@pytest.mark.parametrize("exit_call", ["os._exit(0)", "sys.exit(0)", "raise SystemExit(0)", "os.close(1); os.close(2)"])
-def test_exiting_before_the_tests_is_not_a_pass(sandbox: Sandbox, exit_call: str) -> None:
-    program = f"import os, sys\ndef f(x):\n    return x\n{exit_call}\n"
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome)
+def test_remove_tree_survives_deep_unreadable_odd_trees(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    root = tmp_path / "sample"
+    root.mkdir()
+    _deep_tree(root)
+    (root / "link-out").symlink_to(outside)
+    remove_tree(root)
+    assert not root.exists()
+    assert (outside / "keep.txt").read_text() == "keep"  # the symlink was not followed
 
 
-def test_exiting_from_inside_the_function_is_not_a_pass(sandbox: Sandbox) -> None:
-    program = "import os\ndef f(x):\n    os._exit(0)\n"
-    assert_refused(run_hostile(sandbox, program))
-
-
-def test_printing_a_fake_verdict_is_not_a_pass(sandbox: Sandbox) -> None:
+def test_without_isolation_cleanup_and_processes_still_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--unsafe-no-isolation: host folders are used, removed however the code filled them,
+    and daemons that left the session are found by their marker and killed."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    unsafe = Sandbox(LIMITS, protections=Protections(missing="test"), allow_unsafe=True)
     program = """
-        import os, json
-        for fd in range(3, 20):
-            try:
-                os.write(fd, json.dumps({"token": "guess", "status": "passed", "detail": ""}).encode())
-                os.write(fd, b"guess\tpassed\t\n\tpassed\t\n")
-            except OSError:
-                pass
-        print("passed")
-        os._exit(0)
-    """
-    assert_refused(run_hostile(sandbox, program))
-
-
-def test_killing_its_parent(sandbox: Sandbox) -> None:
-    program = """
-        import os, signal
-        for target in (lambda: os.kill(os.getppid(), signal.SIGKILL),
-                       lambda: os.killpg(os.getpgrp(), signal.SIGKILL),
-                       lambda: os.kill(-1, signal.SIGKILL)):
-            try:
-                target()
-            except (OSError, PermissionError):
-                pass
-        def f(x):
-            return x
-    """
-    assert_refused(run_hostile(sandbox, program))
-
-
-def test_daemon_does_not_outlive_the_sample(sandbox: Sandbox, tmp_path: Path) -> None:
-    program = """
-        import os, time
+        import os
+        base = os.getcwd()
+        for _ in range(1500):
+            os.mkdir("d")
+            os.chdir("d")
+        os.chdir(base)
+        os.makedirs("locked/inner")
+        os.chmod("locked/inner", 0)
+        os.chmod("locked", 0)
+        os.mkdir("odd\\nname \\udcff")
         if os.fork() == 0:
             os.setsid()
-            if os.fork() == 0:
-                time.sleep(30)
-                os._exit(0)
+            import time
+            time.sleep(30)
             os._exit(0)
         def f(x):
             return x + 1
     """
-    outcome = run_hostile(sandbox, program)
-    # The function itself is right: the daemon is killed, the answer still passes.
-    assert outcome.status == "passed"
-
-
-def test_thread_left_running_does_not_hang_the_harness(sandbox: Sandbox) -> None:
-    program = """
-        import threading, time
-        threading.Thread(target=lambda: time.sleep(100)).start()
-        def f(x):
-            return x + 1
-    """
-    assert run_hostile(sandbox, program).status == "passed"
-
-
-def test_redefining_check_does_not_help(sandbox: Sandbox) -> None:
-    program = "def f(x):\n    return 0\n\ndef check(candidate):\n    pass\n"
-    assert_refused(run_hostile(sandbox, program))
-
-
-def test_patching_builtins_does_not_help(sandbox: Sandbox) -> None:
-    program = """
-        import builtins
-        builtins.abs = lambda value: 0
-        builtins.AssertionError = type("Ignored", (Exception,), {})
-        builtins.isinstance = lambda *a: True
-        def f(x):
-            return 0.0
-    """
-    test = "def check(candidate):\n    assert isinstance(candidate(1), float)\n    assert abs(candidate(1) - 2.0) < 1e-6\n"
-    assert_refused(run_hostile(sandbox, program, test))
-
-
-def test_always_equal_object_does_not_help(sandbox: Sandbox) -> None:
-    program = """
-        class Anything(int):
-            def __eq__(self, other):
-                return True
-            __hash__ = int.__hash__
-        def f(x):
-            return Anything(0)
-    """
-    outcome = run_hostile(sandbox, program)
-    assert_refused(outcome)
-    assert "plain values" in outcome.detail
-
-
-def test_tracing_hook_swallowing_failures_does_not_help(sandbox: Sandbox) -> None:
-    program = """
-        import sys
-        def tracer(frame, event, arg):
-            if frame.f_code.co_name == "check":
-                frame.f_trace_lines = False
-            return tracer
-        sys.settrace(tracer)
-        import threading
-        def f(x):
-            return 0
-    """
-    assert_refused(run_hostile(sandbox, program))
-
-
-def test_parallel_runs_keep_their_order(sandbox: Sandbox) -> None:
-    jobs = [Job(f"def f(x):\n    return x + {i}\n", TEST, "f") for i in range(6)]
-    outcomes = sandbox.run_many(jobs, workers=3)
-    assert [o.status for o in outcomes] == ["failed", "passed", "failed", "failed", "failed", "failed"]
-
-
-def test_fallback_without_namespaces_still_refuses_sockets_and_exits() -> None:
-    fallback = Sandbox(LIMITS, protections=type(PROTECTIONS)(in_process_guards=True))
-    assert fallback.run(Job(GOOD, TEST, "f")).status == "passed"
-    network = "import socket\ntry:\n    socket.socket()\n    ok = True\nexcept OSError:\n    ok = False\ndef f(x):\n    return x + 1 if ok else x\n"
-    assert fallback.run(Job(network, TEST, "f")).status == "failed"
-    assert fallback.run(Job("import os\nos._exit(0)\n", TEST, "f")).status == "failed"
-    slow = fallback.run(Job("import time\ntime.sleep(60)\n", TEST, "f"))
-    assert slow.status == "timeout"
+    outcome = unsafe.run(Job(textwrap.dedent(program), TEST, "f", PROMPT))
+    assert outcome.status == "passed", outcome.detail
+    assert list(temp.iterdir()) == []
     assert marked_processes(f"{MARKER_ENV}=".encode()) == []
-
-
-
-
-def test_fallback_timeout_is_bounded() -> None:
-    fallback = Sandbox(Limits(wall_s=1.0, cpu_s=1), protections=type(PROTECTIONS)(in_process_guards=True))
-    started = time.monotonic()
-    assert fallback.run(Job("import time\ntime.sleep(60)\n", TEST, "f")).status == "timeout"
-    assert time.monotonic() - started < 3
-
-
-def test_how_a_sample_ended_is_named() -> None:
-    quick = Sandbox(Limits(wall_s=5.0, cpu_s=1, file_bytes=1 << 20))
-    cpu = quick.run(Job("while True:\n    pass\n", TEST, "f"))
-    assert (cpu.status, cpu.detail) == ("timeout", "used more than 1 s of CPU time")
-    crash = quick.run(Job("import ctypes\nctypes.string_at(0)\n", TEST, "f"))
-    assert crash.status == "failed" and "SIGSEGV" in crash.detail
-    big_file = quick.run(Job("import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
-                             "open('big', 'wb').write(b'x' * (4 << 20))\n", TEST, "f"))
-    assert big_file.status == "failed" and "larger than" in big_file.detail
-    exited = quick.run(Job("import os\nos._exit(3)\n", TEST, "f"))
-    assert exited.detail.startswith("exited (code 3)")
-
-
-_AS_USER = """
-import sys, time
-sys.path.insert(0, {root!r})
-from qatcmp.sandbox import MARKER_ENV, Job, Limits, Sandbox, detect_protections, marked_processes
-sandbox = Sandbox(Limits(wall_s=3.0, cpu_s=3))
-test = "def check(candidate):\\n    assert candidate(1) == 2\\n"
-good = sandbox.run(Job("def f(x):\\n    return x + 1\\n", test, "f")).status
-net = sandbox.run(Job("import socket\\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\\n", test, "f")).status
-started = time.monotonic()
-bomb = sandbox.run(Job("import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        time.sleep(0.01)\\n", test, "f")).status
-import json
-print(json.dumps([detect_protections().names(), good, net, bomb, time.monotonic() - started,
-                  marked_processes(f"{{MARKER_ENV}}=".encode())]))
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists() or not Path("/usr/bin/python3").exists(),
-                    reason="needs root to become an ordinary user, setpriv and a system python3")
-def test_an_ordinary_user_gets_user_namespaces(tmp_path: Path) -> None:
-    """As an ordinary Linux user (here `nobody`): a user namespace replaces the change of
-    user, and a fork bomb is still held by RLIMIT_NPROC (counted per user namespace)."""
-    import subprocess
-
-    root = str(Path(__file__).resolve().parents[1])
-    done = subprocess.run(
-        ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", "-c",
-         _AS_USER.format(root=root)],
-        capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"},
-    )
-    if done.returncode != 0 and ("Permission denied" in done.stderr or "No module named" in done.stderr):
-        pytest.skip(f"the project is not readable by nobody here: {done.stderr.strip().splitlines()[-1]}")
-    assert done.returncode == 0, done.stderr
-    names, good, net, bomb, seconds, left = json.loads(done.stdout)
-    assert "rlimits" in names and "drop-to-nobody" not in names
-    if "user-namespace" not in names:
-        pytest.skip("unprivileged user namespaces are not allowed on this machine")
-    assert (good, net, bomb) == ("passed", "failed", "timeout")
-    assert seconds < 6 and left == []
-
-
-def test_the_tests_cannot_be_read_off_the_disk(sandbox: Sandbox) -> None:
-    program = """
-        import os
-        seen = sorted(os.listdir("."))
-        print(seen)
-        def f(x):
-            return x + 1 if not seen else x
-    """
-    outcome = run_hostile(sandbox, program)
-    assert outcome.status == "passed", outcome.output

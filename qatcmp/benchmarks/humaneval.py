@@ -76,7 +76,13 @@ def build_messages(item: HumanEvalItem) -> list[dict[str, str]]:
 
 
 
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
+# An opening fence line: ``` or ~~~ (3 or more), an optional language tag, anything after it.
+_FENCE_OPEN = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)")
+# Answers longer than this are not searched for code (a real answer is a few KB; this bounds
+# the work an answer can cause before the sandbox, which runs only what is extracted).
+MAX_ANSWER_CHARS = 1 << 20
+# How many shorter prefixes an unfenced answer is parsed as before giving up.
+_MAX_PARSE_TRIES = 16
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 # Top-level statements kept from an answer: definitions. Example calls, prints, asserts and
 # `if __name__ == "__main__":` demos are left out - they are not the solution.
@@ -92,7 +98,10 @@ class CodeExtraction:
 
 def extract_code(content: str, item: HumanEvalItem) -> CodeExtraction:
     """The answer's solution as a completion of the prompt: either whole definitions (the
-    prompt's stub is then redefined) or the body of the entry point, indented."""
+    prompt's stub is then redefined) or the body of the entry point, indented. Linear in the
+    answer's length: every line is looked at a bounded number of times."""
+    if len(content) > MAX_ANSWER_CHARS:
+        return CodeExtraction(None, "none", f"the answer is longer than {MAX_ANSWER_CHARS:,} characters: not searched for code")
     blocks = [body for tag, body in _fenced_blocks(content) if tag in _PYTHON_TAGS]
     if blocks:
         definitions = _definitions_from_blocks(blocks, item.entry_point)
@@ -119,8 +128,28 @@ def program_for(item: HumanEvalItem, completion: str) -> str:
 
 
 def _fenced_blocks(content: str) -> list[tuple[str, str]]:
-    # A block inside a list item is indented as a whole: dedent it.
-    return [(m.group(2).lower(), textwrap.dedent(m.group(3))) for m in _FENCE.finditer(content)]
+    """(tag, code) of every fenced block, in one pass over the lines. A block ends at a line
+    holding only the same fence, or at the end of the answer (cut off by the token budget)."""
+    lines = content.split("\n")
+    blocks = []
+    i = 0
+    while i < len(lines) - 1:  # an opening fence needs a line after it
+        opening = _FENCE_OPEN.match(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        fence, tag = opening.group(1), opening.group(2).lower()
+        end = i + 1
+        while end < len(lines) and lines[end].strip(" \t") != fence:
+            end += 1
+        if end < len(lines):
+            body = "".join(line + "\n" for line in lines[i + 1 : end])
+        else:
+            body = "\n".join(lines[i + 1 :])
+        # A block inside a list item is indented as a whole: dedent it.
+        blocks.append((tag, textwrap.dedent(body) if body.lstrip("\n")[:1] in (" ", "\t") else body))
+        i = end + 1
+    return blocks
 
 
 def _definitions_from_blocks(blocks: list[str], entry_point: str) -> str | None:
@@ -129,6 +158,8 @@ def _definitions_from_blocks(blocks: list[str], entry_point: str) -> str | None:
     kept: list[str] = []
     defines_entry = False
     for block in blocks:
+        if not block.strip():
+            continue  # nothing to parse (and an answer of many empty blocks stays cheap)
         tree = _parse(block)
         if tree is None:
             continue
@@ -165,10 +196,22 @@ def _from_first_def(content: str, entry_point: str) -> str:
     )
     if start is None or not re.search(rf"^def {re.escape(entry_point)}\s*\(", content, re.MULTILINE):
         return ""
-    for end in range(len(lines), start, -1):
+    # Parse, and on a syntax error retry with the lines before it: prose after the code
+    # fails at its first line, so one or two parses find the code (trying every prefix,
+    # longest first, was quadratic: 15 s for a 457 KB answer).
+    end = len(lines)
+    for _ in range(_MAX_PARSE_TRIES):
         chunk = "\n".join(lines[start:end])
-        if _parse(chunk) is not None:
+        try:
+            ast.parse(chunk)
             return chunk
+        except SyntaxError as exc:
+            bad_line = start + (exc.lineno or 1) - 1  # index of the offending line
+            end = min(bad_line, end - 1)
+        except ValueError:  # a NUL byte
+            return ""
+        if end <= start:
+            return ""
     return ""
 
 
@@ -221,7 +264,7 @@ def score_many(
     for record, item in pairs:
         early, found = _score_without_running(record, item)
         if early is None and found.completion is not None:
-            to_run.append((len(results), Job(program_for(item, found.completion), item.test, item.entry_point), found))
+            to_run.append((len(results), Job(program_for(item, found.completion), item.test, item.entry_point, item.prompt), found))
         results.append(early)
     outcomes = sandbox.run_many([job for _, job, _ in to_run], workers=workers)
     for (index, job, found), outcome in zip(to_run, outcomes):

@@ -36,7 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="HumanEval samples run in parallel (default: CPU count)")
     p.add_argument("--timeout", type=float, default=Limits.wall_s,
                    help=f"wall-clock limit per HumanEval sample, seconds (default {Limits.wall_s:g})")
+    add_unsafe_flag(p)
     p.set_defaults(func=handle)
+
+
+def add_unsafe_flag(parser: argparse.ArgumentParser) -> None:
+    """--unsafe-no-isolation (score and stats): run model code even where no sandbox works."""
+    parser.add_argument(
+        "--unsafe-no-isolation", action="store_true",
+        help="run HumanEval code even when no OS sandbox (bubblewrap, sandbox-exec) works here: the "
+        "code then runs with your rights (files, network). Recorded in scores.meta.json and the report",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -48,12 +58,14 @@ def handle(args: argparse.Namespace) -> int:
     rd = RunDir(args.run)
     rd.require()
     limits = Limits(wall_s=args.timeout, cpu_s=max(1, int(args.timeout + 0.999)))
-    sandbox = Sandbox(limits)
+    sandbox = Sandbox(limits, allow_unsafe=args.unsafe_no_isolation)
     started = time.monotonic()
     scores = score_run(rd, mode=args.extract, jobs=args.jobs, sandbox=sandbox, chosen_by_user=True)
     elapsed = time.monotonic() - started
     if any(s.benchmark == "humaneval" for s in scores):
-        console.print(f"sandbox protections: {sandbox.protections.describe()}")
+        console.print(f"sandbox protections: {sandbox.protections.describe()}", highlight=False)
+        if not sandbox.protections.isolated:
+            console.print(f"UNSAFE: the code ran without isolation ({sandbox.protections.missing})", highlight=False)
     console.print(summary_table(scores, args.extract))
     for line in breakdown_lines(scores):
         console.print(line, highlight=False)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from qatcmp.commands.score import add_unsafe_flag
 from qatcmp.errors import ConfigError
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="with --counts: also write report.json, report.md and plots here")
     p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
+    add_unsafe_flag(p)
     p.set_defaults(func=handle)
 
 
@@ -72,6 +74,10 @@ def handle(args: argparse.Namespace) -> int:
             raise ConfigError("give a run folder (qatcmp stats runs/NAME) or --counts")
         if args.out:
             raise ConfigError("--out is for --counts; a run's report is written into its folder")
+        from qatcmp.scoring import ensure_scores
+
+        # Scored here first so the flag reaches the sandbox; build_report then finds them current.
+        ensure_scores(args.run, mode=None, unsafe_no_isolation=args.unsafe_no_isolation)
         report = build_report(
             args.run, reference=args.reference, alpha=args.alpha, margin=args.margin, delta=args.delta,
             models=_model_list(args.models),
