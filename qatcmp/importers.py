@@ -138,20 +138,38 @@ def _manifest(path: Path, model: str, items: list[MmluProItem], now: Any) -> Run
 
 
 def agreement_with_published_pred(rd: RunDir, scores: list[ScoreRecord]) -> dict[str, Any]:
-    """How the letters of an official-mode scoring compare with the published `pred`: the
-    acceptance check is zero disagreements where rule 1 ("answer is (X)") decided."""
+    """How the letters of an official-mode scoring compare with the published `pred`, rule by
+    rule. The acceptance check is zero disagreements wherever a rule decided and `pred` is
+    set: rule 1 decides in every published run; rules 2 and 3 only in runs whose script had
+    them (older runs left `pred` null there); where no rule matches, `pred` is their random
+    guess (or null), so it is not compared."""
     preds = {(t.model, t.item_id): getattr(t, "pred", None) for t in rd.read_transcripts()}
     answers = {i.item_id: i.answer for i in rd.read_items() if isinstance(i, MmluProItem)}
     by_rule = Counter(s.extraction_rule for s in scores)
-    rule1 = [s for s in scores if s.extraction_rule == "answer_is"]
-    different = [s for s in rule1 if preds.get((s.model, s.item_id)) != s.extracted]
+    per_rule: dict[str, dict[str, int]] = {}
+    different: list[ScoreRecord] = []
+    for s in scores:
+        if s.extraction_rule == "none":
+            continue
+        pred = preds.get((s.model, s.item_id))
+        if pred is None:  # every published run set pred where rule 1 matched
+            outcome = "disagree" if s.extraction_rule == "answer_is" else "pred_null"
+        else:
+            outcome = "agree" if pred == s.extracted else "disagree"
+        per_rule.setdefault(s.extraction_rule, {"agree": 0, "disagree": 0, "pred_null": 0})[outcome] += 1
+        if outcome == "disagree":
+            different.append(s)
+    rule1 = per_rule.get("answer_is", {"agree": 0, "disagree": 0, "pred_null": 0})
     return {
         "records": len(scores),
         "decided_by_rule": dict(sorted(by_rule.items())),
-        "rule1_agree": len(rule1) - len(different),
-        "rule1_disagree": len(different),
+        "per_rule": dict(sorted(per_rule.items())),
+        "rule1_agree": rule1["agree"],
+        "rule1_disagree": rule1["disagree"],
+        "disagree": len(different),
         "disagreements": [
-            f"{s.item_id}: qatcmp {s.extracted}, published {preds.get((s.model, s.item_id))}" for s in different[:5]
+            f"{s.item_id} ({s.extraction_rule}): qatcmp {s.extracted}, published {preds.get((s.model, s.item_id))}"
+            for s in different[:5]
         ],
         "qatcmp_correct": sum(1 for s in scores if s.correct),
         "published_correct": sum(1 for s in scores if preds.get((s.model, s.item_id)) == answers.get(s.item_id)),
