@@ -212,6 +212,16 @@ class RunSpec(Record):
     models: dict[str, dict[str, Any]]  # model name -> the request template (server, body)
 
 
+class ExcludedItem(Record):
+    """A question left out of every comparison: its sources disagree on what was asked (text,
+    options or answer differ - published outputs made from different dataset revisions)."""
+
+    benchmark: BenchmarkName
+    item_id: str
+    reason: str  # what differs, e.g. "answer: D in items.jsonl, B in llama31's file"
+    models: list[str] = Field(default_factory=list)  # the models whose question differs
+
+
 class RunManifest(Record):
     schema_version: int = SCHEMA_VERSION
     qatcmp_version: str
@@ -224,3 +234,5 @@ class RunManifest(Record):
     model_switches: int = 0
     warnings: list[str] = Field(default_factory=list)
     source: str = "run"  # "run", or "import:<what>" for imported outputs
+    # Questions no pair may use (see ExcludedItem); statistics leave them out for every model.
+    excluded_items: list[ExcludedItem] = Field(default_factory=list)
