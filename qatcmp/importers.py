@@ -6,6 +6,9 @@ TIGER-Lab publishes, per model, one JSON list over the whole MMLU-Pro test split
 ``generated_text`` (the model's answer) and ``pred`` (their extracted letter, ``null`` where
 their first rule did not match in that run). ``pred`` is kept on each transcript record as an
 extra field, so the import can be checked against it.
+
+Each imported file is one model of a run folder; importing more files into the same folder
+compares any number of models (see `import_outputs` for how their questions are matched).
 """
 
 from __future__ import annotations
