@@ -67,3 +67,21 @@ def test_the_check_fails_on_a_pred_it_does_not_reproduce(tmp_path: Path) -> None
 @pytest.mark.parametrize("path", PUBLISHED, ids=[p.name for p in PUBLISHED])
 def test_shipped_files_are_small(path: Path) -> None:
     assert path.stat().st_size < 300_000
+
+
+def test_default_changes_only_add_answers_on_the_shipped_outputs() -> None:
+    """scripts/compare_extraction.py against `default` as it was before the conclusions were
+    added: on real answers a letter may only be found where none was (each one printed for
+    judging), never lost or replaced."""
+    baseline = "d2a2e66"
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{baseline}^{{commit}}"],
+                      capture_output=True).returncode != 0:
+        pytest.skip(f"git history without {baseline} (a shallow clone)")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_extraction.py"), "--baseline", baseline,
+                           "--samples", "100", *map(str, PUBLISHED)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kinds = re.findall(r"^  (found|lost|changed) by (\w+)\s+(\d+)$", done.stdout, re.MULTILINE)
+    assert kinds and {kind for kind, _, _ in kinds} == {"found"}
+    examples = re.findall(r"^    \d+: None -> ([A-J]) ", done.stdout, re.MULTILINE)
+    assert len(examples) == sum(int(n) for _, _, n in kinds) >= 3
