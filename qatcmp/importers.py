@@ -62,6 +62,8 @@ def read_tiger_lab_outputs(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not a TIGER-Lab output file ({exc})") from None
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise DataError(f"{path}: expected a JSON list of objects")
+    if not data:
+        raise DataError(f"{path}: the file holds no answers")
     for number, row in enumerate(data, start=1):
         if "generated_text" not in row or "question_id" not in row:
             raise DataError(f"{path}: object {number} has no question_id/generated_text")

@@ -199,6 +199,9 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert imports(path, "--model", "x", "--out", run) == 2, name
         err = capsys.readouterr().err
         assert err.startswith("qatcmp: error: ") and "Traceback" not in err and err.count("\n") == 1
+    (tmp_path / "empty.json").write_text("[]")
+    assert imports(tmp_path / "empty.json", "--model", "x", "--out", tmp_path / "new") == 2
+    assert "holds no answers" in capsys.readouterr().err and not (tmp_path / "new").exists()
     with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
         archive.writestr("a.json", "[]")
         archive.writestr("b.json", "[]")
