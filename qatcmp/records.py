@@ -226,6 +226,16 @@ class Session(Record):
     servers: dict[str, ServerInfo] = Field(default_factory=dict)  # what they said this time
 
 
+class ExcludedItem(Record):
+    """A question left out of every comparison: its sources disagree on what was asked (text,
+    options or answer differ - published outputs made from different dataset revisions)."""
+
+    benchmark: BenchmarkName
+    item_id: str
+    reason: str  # what differs, e.g. "answer: D in items.jsonl, B in llama31's file"
+    models: list[str] = Field(default_factory=list)  # the models whose question differs
+
+
 class RunManifest(Record):
     schema_version: int = SCHEMA_VERSION
     qatcmp_version: str
@@ -242,3 +252,5 @@ class RunManifest(Record):
     # item. Empty in manifests written before it existed (then nothing is checked).
     item_hashes: dict[str, dict[str, str]] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list)  # oldest first
+    # Questions no pair may use (see ExcludedItem); statistics leave them out for every model.
+    excluded_items: list[ExcludedItem] = Field(default_factory=list)

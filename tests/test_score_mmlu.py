@@ -10,6 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qatcmp.benchmarks.mmlu_pro import (
+    EXTRACT_MODES,
+    MAIN_MODES,
+    Extraction,
+    extract,
     extract_default,
     extract_official,
     extract_official_published,
@@ -81,6 +85,62 @@ def test_default_extraction_finds_nothing(text: str) -> None:
     assert extract_default(text, 10).letter is None
 
 
+# Conclusions chat models write instead of "The answer is (X)" (all seen in TIGER-Lab's
+# published Qwen1.5-7B-Chat or Llama-3.1-8B outputs; see scripts/compare_extraction.py).
+@pytest.mark.parametrize(
+    ("text", "letter", "rule"),
+    [
+        ("Total = $518.00. The closest option is (A).", "A", "closest_option"),
+        ("The closest option is (E) with a slight rounding error.", "E", "closest_option"),
+        ("so 2.4 eV. The nearest option is B.", "B", "closest_option"),
+        ("The closest match is option F.", "F", "closest_option"),
+        ("The closest option to this value is (E) 7.5 m.", "E", "closest_option"),
+        ("0.045 * 6.022e23 = 2.7e22. This is closest to option B, 1.67 x 10^21.", "B", "closest_option"),
+        ("...which is 3.2 V. This corresponds to option (C).", "C", "corresponds_to_option"),
+        ("the MPS is -75%, which corresponds to option (E).", "E", "corresponds_to_option"),
+        ("The closest option is -0.75, which is (G).", "G", "corresponds_to_option"),
+        ("The expression that shows this is option (D).", "D", "corresponds_to_option"),
+        ("Therefore, the correct statement is (B).", "B", "conclusion_is"),
+        ("Therefore, the most likely diagnosis is (B).", "B", "conclusion_is"),
+        ("The answer that best fits this description is (D).", "D", "conclusion_is"),
+        ("The option that best fits the situation is (G).", "G", "conclusion_is"),
+        ("The only option that satisfies this is (C).", "C", "corresponds_to_option"),  # "this is (C)"
+        ("The only option that satisfies both conditions is (C).", "C", "conclusion_is"),
+        ("So, the strongest argument would be (E).", "E", "conclusion_is"),
+        ("The most likely diagnosis is (G) Viral meningitis.", "G", "conclusion_is"),
+        ("Therefore, (G) is the correct answer.", "G", "letter_is_correct"),
+        ("Magnets act on moving charges, so (F) is the correct answer", "F", "letter_is_correct"),
+    ],
+)
+def test_default_reads_conclusions(text: str, letter: str, rule: str) -> None:
+    assert extract_default(text, 10) == Extraction(letter, rule)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The closest option is not listed.",
+        "(D) means H is true, and J is\n(H) means H is false",  # "is" then a letter on the next line
+        "The correct statement is A bit more subtle than that.",  # the article
+        "The most likely cause is I think a virus.",  # the pronoun
+        "The amino acid sequence is not determined by genes, so (C) is incorrect.",
+        "The test is (A) is a true statement.".replace("The test is ", ""),  # an option weighed
+    ],
+)
+def test_default_conclusions_need_a_letter_stated_as_the_answer(text: str) -> None:
+    assert extract_default(text, 10).letter is None
+
+
+def test_an_answer_statement_wins_over_any_conclusion() -> None:
+    text = "The answer is (B).\n\nNote: 3.1 m/s corresponds to option (C), and the closest option is (D)."
+    assert extract_default(text, 10) == Extraction("B", "answer_is")
+    # A conclusion after which the model invents a new question: the part before counts.
+    text = "The closest option is (E).\n\nQuestion:\nWhat is 2+2?\nThe correct statement is (A)."
+    assert extract_default(text, 10) == Extraction("E", "closest_option")
+    # Out of range conclusions are no answers.
+    assert extract_default("The closest option is (H).", 4).letter is None
+
+
 def test_default_rejects_letters_beyond_the_options() -> None:
     found = extract_default("The answer is (J).", 4)
     assert found.letter is None and "beyond the 4 options" in found.detail
@@ -94,7 +154,11 @@ def test_default_rejects_letters_beyond_the_options() -> None:
     ("text", "letter", "rule"),
     [
         ("The answer is (C). Later: the answer is (D).", "C", "answer_is"),  # first match
-        ("the answer is **(B)**", "B", "answer_is"),  # ** removed first
+        # Nothing removed first: "**" hides rule 1 here, as in the scripts that produced the
+        # published outputs; the last standalone letter decides.
+        ("the answer is **(B)**", "B", "last_letter"),
+        ("The answer is **C**. Or E", "E", "last_letter"),
+        ("Answer:\nD and later Answer: E", "D", "answer_colon"),  # `\s*` crosses the newline
         ("Answer: D\nAnswer: E", "D", "answer_colon"),  # first line that has one
         ("answer: F and then Answer: G", "G", "answer_colon"),  # ...and its last on that line
         ("I think it is B, not C.", "C", "last_letter"),
@@ -114,10 +178,44 @@ _TOKENS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(_TOKENS, max_size=30).map("".join))
 def test_fast_official_rules_equal_the_published_regexes(text: str) -> None:
     assert extract_official(text) == extract_official_published(text)
+    assert extract_official(text, strip_bold=True) == extract_official_published(text, strip_bold=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="aAnswerJ:( )\n\t.*I", max_size=40))
+def test_fast_official_rules_equal_the_published_regexes_on_any_short_text(text: str) -> None:
+    assert extract_official(text) == extract_official_published(text)
+
+
+def test_official_rules_against_the_verbatim_regexes() -> None:
+    """The rules as TIGER-Lab's scripts spell them, applied one by one with `re`."""
+    texts = ["x answer: B y Answer:  C\nanswer: D", "so the answer is (F)", "answer is G and answer is (H)",
+             "(A) or B? I'd say J.", "Answer:\n\n  E", "nothing here", "**answer is (B)**"]
+    for text in texts:
+        rule1 = re.search(r"answer is \(?([A-J])\)?", text)
+        rule2 = re.search(r".*[aA]nswer:\s*([A-J])", text)
+        rule3 = re.search(r"\b[A-J]\b(?!.*\b[A-J]\b)", text, re.DOTALL)
+        expected = (rule1.group(1) if rule1 else rule2.group(1) if rule2 else rule3.group(0) if rule3 else None)
+        assert extract_official(text).letter == expected, text
+
+
+def test_official_is_linear_on_long_answers() -> None:
+    # The published rule 2 backtracks over every start position of a line: on this 200,000-
+    # character line it would run for minutes. The result is the last "answer: X" of the line.
+    text = "answer: " * 25_000 + "answer: B"
+    assert extract_official(text) == Extraction("B", "answer_colon")
+    assert extract_official("x " * 100_000 + "C").letter == "C"
+
+
+def test_official_strip_mode_removes_bold_first() -> None:
+    text = "the answer is **(B)**. Later, maybe C"
+    assert extract(text, mode="official") == Extraction("C", "last_letter")
+    assert extract(text, mode="official-strip") == Extraction("B", "answer_is")
+    assert set(MAIN_MODES) == {"default", "official"} and set(MAIN_MODES) <= set(EXTRACT_MODES)
 
 
 def test_official_ignores_the_option_count_like_the_reference() -> None:
