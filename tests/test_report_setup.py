@@ -296,10 +296,20 @@ def test_several_samples_use_per_question_means_for_the_independent_tests():
 
 
 @pytest.mark.parametrize("excluded", ["not a list", 7, [{"item_id": 3}, "x", {"benchmark": "mmlu_pro"}]])
-def test_malformed_excluded_items_are_ignored(tmp_path, excluded):
-    folder = make_mmlu_run(tmp_path / "run", {"a": right, "b": wrong}, n=10, extra_manifest={"excluded_items": excluded})
-    report = report_for_run(folder)
-    assert report.excluded_items == [] and report.benchmarks[0].pairs[0].n == 10
+def test_malformed_excluded_items_are_refused_in_one_line(tmp_path, excluded, capsys):
+    """excluded_items is part of the manifest's schema: a damaged entry makes the manifest
+    unreadable, which `qatcmp stats` says in one line (never a half-applied exclusion)."""
+    import json
+
+    from qatcmp.cli import main
+
+    folder = make_mmlu_run(tmp_path / "run", {"a": right, "b": wrong}, n=10)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["excluded_items"] = excluded
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert main(["stats", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("qatcmp: error:") and "excluded_items" in err[0]
 
 
 def test_a_full_report_json_renders_again_to_the_same_markdown(tmp_path):
