@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from html_browser import chromium, file_url, find_browser  # noqa: E402
 from html_synthetic import make_run  # noqa: E402
 
-from qatcmp.htmlview import questions as view_model  # noqa: E402
-from qatcmp.htmlview.write import write_html_report  # noqa: E402
+from qatcmp.report import questions as view_model  # noqa: E402
+from qatcmp.report.write import write_html_report  # noqa: E402
 from qatcmp.report import report_for_run, write_report  # noqa: E402
 
 MB = 1024 * 1024

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from html_synthetic import make_run
 from qatcmp.cli import main
-from qatcmp.htmlview.questions import CONTENT_KEEP, REASONING_KEEP, build_question_rows, trimmed
-from qatcmp.htmlview.render import csp_hash, render_html, script_json, setup_rows
-from qatcmp.htmlview.write import write_html_report
+from qatcmp.report.questions import CONTENT_KEEP, REASONING_KEEP, build_question_rows, trimmed
+from qatcmp.report.render.html import csp_hash, render_html, script_json, setup_rows
+from qatcmp.report.write import write_html_report
 from qatcmp.report import Report, build_counts_report, report_for_run, write_report
 from qatcmp.rundir import RunDir, read_jsonl_objects, write_text_atomic
 
@@ -169,14 +169,21 @@ def test_counts_report_and_a_setup_part_render(tmp_path):
     assert main(["stats", "--counts", spec, "--out", str(tmp_path)]) == 0
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "6bit vs qat8, HumanEval" in html and 'id="questions"' not in html
-    report = build_counts_report(spec)
 
-    class WithSetup(Report):  # a Report with the Set-up part the report engineer adds
-        setup: dict
 
-    richer = WithSetup(**report.model_dump(), setup={"server": {"oMLX": "0.3.1"}, "max_tokens": 32768, "thinking": True})
-    assert ("server · oMLX", "0.3.1") in setup_rows(richer) and ("max tokens", "32768") in setup_rows(richer)
-    assert "32768" in render_html(richer)
+def test_the_set_up_part_of_a_run_report_is_rendered(tmp_path):
+    from report_runs import make_mmlu_run
+
+    from qatcmp.report import report_for_run
+
+    folder = make_mmlu_run(tmp_path / "run", {"a": lambda item: f"The answer is ({item.answer}).",
+                                              "b": lambda item: "The answer is (Z)."}, n=10,
+                           max_tokens={"a": 1024, "b": 32768})
+    report = report_for_run(folder)
+    rows = setup_rows(report)
+    assert any(label.endswith("max tokens") and value == "32768" for label, value in rows), rows
+    html = render_html(report)
+    assert "32768" in html and "1024" in html
 
 
 def test_stats_writes_report_html(run, capsys):

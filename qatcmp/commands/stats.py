@@ -55,7 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     # statsmodels, scipy and matplotlib take seconds to import: only when the command runs.
-    from qatcmp.htmlview import write_html_report
     from qatcmp.report import build_counts_report, build_report, write_report
 
     if args.counts is not None:
@@ -67,7 +66,6 @@ def handle(args: argparse.Namespace) -> int:
         written = None
         if args.out:
             write_report(report, Path(args.out))
-            write_html_report(report, Path(args.out))
             written = Path(args.out)
     else:
         if not args.run:
@@ -82,7 +80,6 @@ def handle(args: argparse.Namespace) -> int:
             args.run, reference=args.reference, alpha=args.alpha, margin=args.margin, delta=args.delta,
             models=_model_list(args.models),
         )
-        write_html_report(report, Path(args.run))
         written = Path(args.run)
     _print(report, written, as_json=args.json)
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from qatcmp.errors import DataError
 
-REPORT_HTML = "report.html"  # the name qatcmp.htmlview writes (not imported: keeps this light)
+REPORT_HTML = "report.html"  # the name qatcmp.report.write writes (not imported: keeps this light)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

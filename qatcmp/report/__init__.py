@@ -56,7 +56,7 @@ from qatcmp.report.wording import (
     points,
     truncation_warning,
 )
-from qatcmp.report.write import write_report
+from qatcmp.report.write import REPORT_HTML, write_html_report, write_report
 
 __all__ = [
     "BENCHMARK_LABELS", "INDEPENDENT_NOTE", "MIN_CATEGORY_QUESTIONS", "NO_ANSWER_STATUSES",
@@ -68,5 +68,5 @@ __all__ = [
     "build_report_from_scores", "comparison_pairs", "format_p", "format_summary", "load_report",
     "model_result", "pair_sentence", "paired_range_text", "paired_result", "parse_counts",
     "pass_rates", "points", "render_json", "render_markdown", "report_for_run",
-    "truncation_warning", "write_report",
+    "truncation_warning", "write_report", "write_html_report", "REPORT_HTML",
 ]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from qatcmp.htmlview.questions import QuestionRows
+from qatcmp.report.questions import QuestionRows
 
 if TYPE_CHECKING:
     from qatcmp.report import Report
@@ -136,7 +136,7 @@ def _flatten(value: Any, label: str):
 @lru_cache(maxsize=1)
 def _environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("qatcmp.htmlview", "templates"),
+        loader=PackageLoader("qatcmp.report.render.html", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
@@ -147,7 +147,7 @@ def _environment() -> Environment:
 
 @lru_cache(maxsize=2)
 def _asset(name: str) -> str:
-    text = resources.files("qatcmp.htmlview").joinpath("static", name).read_text(encoding="utf-8")
+    text = resources.files("qatcmp.report.render.html").joinpath("static", name).read_text(encoding="utf-8")
     if re.search(r"</(script|style)", text, re.IGNORECASE):  # it would end its element early
         raise AssertionError(f"{name} must not contain a closing script or style tag")
     return text
