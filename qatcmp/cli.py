@@ -14,6 +14,7 @@ import sys
 
 from qatcmp import __version__
 from qatcmp.errors import QatcmpError
+from qatcmp.redact import mask
 
 # Each module in qatcmp/commands/ defines register(subparsers), which adds its sub-command
 # and sets `func(args) -> int` as the handler.
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except QatcmpError as exc:
         _debug_traceback()
-        print(f"qatcmp: error: {exc}", file=sys.stderr)
+        print(mask(f"qatcmp: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("qatcmp: interrupted", file=sys.stderr)
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         _debug_traceback()
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
-            f"qatcmp: internal error: {type(exc).__name__}: {first} "
-            "(run with QATCMP_DEBUG=1 for the traceback, and please report it)",
+            mask(f"qatcmp: internal error: {type(exc).__name__}: {first} "
+                 "(run with QATCMP_DEBUG=1 for the traceback, and please report it)"),
             file=sys.stderr,
         )
         return 70

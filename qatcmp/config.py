@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qatcmp import redact
 from qatcmp.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
@@ -38,6 +39,16 @@ class Retries(Strict):
     max_attempts: int = Field(6, ge=1, le=100)
     initial_backoff: float = Field(1.0, ge=0)
     max_backoff: float = Field(60.0, ge=0)
+
+
+class Outage(Strict):
+    """A server that stops answering: after ``after_failures`` connection failures in a row
+    (refused, reset, no answer at all) qatcmp stops sending to it and probes it with backoff
+    for up to ``wait`` seconds; it resumes when the server is back, or stops the server's work
+    cleanly (nothing written for the requests it could not send)."""
+
+    after_failures: int = Field(3, ge=1, le=1000)
+    wait: float = Field(600.0, ge=0, le=7 * 86400)
 
 
 class ThinkingSwitch(Strict):
@@ -73,6 +84,10 @@ class ServerConfig(Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     thinking_switch: ThinkingSwitch = Field(default_factory=ThinkingSwitch)
     stream: bool = True
+    outage: Outage = Field(default_factory=Outage)
+    # The longest answer (content + reasoning) accepted, in MB of text: 32k tokens of
+    # thinking are ~0.15 MB; anything near the cap is a runaway or hostile stream.
+    max_answer_mb: float = Field(8.0, gt=0, le=1024)
 
     @field_validator("base_url")
     @classmethod
@@ -193,9 +208,11 @@ def parse_config(text: str, origin: str = "servers.yaml") -> Config:
         raise ConfigError(f"{origin}: expected a mapping with 'servers' and 'models'")
     _refuse_inline_keys(data, origin)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {describe_validation_error(exc)}") from None
+    redact.register_config(config)  # keys, header values, URL credentials: masked on output
+    return config
 
 
 def _refuse_inline_keys(data: dict[str, Any], origin: str) -> None:
