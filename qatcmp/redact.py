@@ -22,7 +22,7 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@:\"']+(?::[^/\s@\"']*)?@")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
+_BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{4,}")
 
 _secrets: set[str] = set()
 _ordered: list[str] = []
@@ -55,9 +55,15 @@ def register_config(config: Any) -> None:
     """Register every secret a loaded servers.yaml can make qatcmp send."""
     import os
 
+    import base64
+
     values: list[str | None] = []
     for server in config.servers:
-        values += url_credentials(server.base_url)
+        credentials = url_credentials(server.base_url)
+        values += credentials
+        if credentials:  # sent as HTTP basic auth: base64("user:password")
+            pair = ":".join(credentials if len(credentials) == 2 else [*credentials, ""])
+            values.append(base64.b64encode(unquote(pair).encode()).decode())
         values += list(server.headers.values())
         if server.api_key_env:
             values.append(os.environ.get(server.api_key_env))
@@ -73,7 +79,7 @@ def mask(text: str) -> str:
             text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", text)
-    if "earer" in text or "EARER" in text:
+    if "earer" in text or "EARER" in text or "asic" in text or "ASIC" in text:
         text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     return text
 

@@ -243,7 +243,6 @@ class Runner:
                 manifest.servers[name] = info
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
-            self._warn_unlisted_models(infos, servers_needed)
             self._warn_unreproducible_seeds(infos, servers_needed)
             for name, info in zip(servers_needed, infos):
                 if (warning := capacity_warning(name, self.config.server(name).max_concurrency, info)) is not None:
@@ -288,16 +287,6 @@ class Runner:
             f"requests at once; qatcmp lowered its limit (lowest {gate.lowest_limit}) and nothing was lost, but "
             f"max_concurrency: {gate.maximum} is more than it takes - set max_concurrency: {admitted}"
         )
-
-    def _warn_unlisted_models(self, infos: list[ServerInfo], servers: list[str]) -> None:
-        listed = {name: set(info.models or []) for name, info in zip(servers, infos) if info.models is not None}
-        for model in self.models:
-            ids = listed.get(model.server)
-            if ids is not None and model.model not in ids:
-                self._warn(
-                    f"model '{model.name}': '{model.model}' is not listed by server '{model.server}' "
-                    "(it may still load on demand; an unknown model fails at the first request)"
-                )
 
     def _warn_unreproducible_seeds(self, infos: list[ServerInfo], servers: list[str]) -> None:
         for name, info in zip(servers, infos):
