@@ -514,7 +514,7 @@ class ChatClient:
             return not gate.connection_failed(exc.message)
         if exc.kind in CONGESTION_KINDS:
             gate.congested(ticket)
-            return not gate.made_progress_since(ticket)
+            return not gate.busy_with_others(ticket)
         gate.heard_from()
         return True
 

@@ -72,6 +72,7 @@ class ServerGate:
         self.congestion_events = 0
         self.lowest_limit = max_concurrency
         self.peak_streaming = 0  # most requests seen being answered at once
+        self.proven = 0  # the highest limit that ran a full round of answers without a refusal
         self.outages = 0
         self._epoch = 0
         self._since_increase = 0
@@ -151,6 +152,9 @@ class ServerGate:
         self.answers += 1
         self._connection_failures = 0
         self._since_increase += 1
+        if self._since_increase >= self.limit:
+            # ``limit`` answers in a row without a refusal: the server takes that many.
+            self.proven = max(self.proven, self.limit)
         if self.limit < self.maximum and self._since_increase >= self.limit:
             self.limit += 1
             self._since_increase = 0
@@ -173,10 +177,11 @@ class ServerGate:
         self._epoch += 1
         self._since_increase = 0
 
-    def made_progress_since(self, ticket: Ticket) -> bool:
-        """Did the server answer anyone while this attempt was out? Then a refusal of this
-        one is the server being busy, not broken: the attempt does not count."""
-        return self.answers > ticket.answers_before
+    def busy_with_others(self, ticket: Ticket) -> bool:
+        """Was the server working on our other requests, or did it answer one while this
+        attempt was out? Then a refusal of this one is our own overload, not a broken
+        server: the attempt does not count."""
+        return self.in_flight > 1 or self.answers > ticket.answers_before
 
     def connection_failed(self, reason: str) -> bool:
         """A request got no answer at all. Returns True when the gate is (now) closed for an

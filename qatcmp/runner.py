@@ -279,7 +279,7 @@ class Runner:
     def _warn_learned_capacity(self, name: str, gate: ServerGate) -> None:
         if gate.congestion_events == 0:
             return
-        admitted = max(gate.peak_streaming, gate.lowest_limit)
+        admitted = gate.proven or gate.lowest_limit
         if admitted >= gate.maximum:
             return
         self._warn(

@@ -69,10 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._b_stream_error(body, "") if body.get("stream") else self._b_spaces_then_cut(body, "")
                 return
             owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
+            self._slot_held = True
             try:
                 self._b_ok(body, "")
             finally:
-                owner.leave()
+                self._free_slot()
             return
         owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
         kind, _, arg = behaviour.partition(":")
@@ -82,10 +83,11 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ behaviours
 
     def _b_ok(self, body: dict[str, Any], arg: str) -> None:
-        time.sleep(self.server.owner.delay)
         if body.get("stream"):
-            self._sse_answer(body)
+            self._sse_answer(body)  # the delay comes after the first token, as generation does
         else:
+            time.sleep(self.server.owner.delay)
+            self._free_slot()
             self._json(200, self._completion(body))
 
     def _b_status(self, body: dict[str, Any], arg: str) -> None:
@@ -146,6 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse({"id": "x", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}})
         self._sse_raw("data: [DONE]\n\n")
         self._sse_end()
+
+    def _free_slot(self) -> None:
+        # A server frees a request's slot when generation ends, before the last bytes go out.
+        if getattr(self, "_slot_held", False):
+            self._slot_held = False
+            self.server.owner.leave()
 
     # ------------------------------------------------------------ hostile servers
 
@@ -237,8 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse_raw(": keepalive\n\n")
         self._sse({"model": "keepalive", "choices": []})
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Thinking "}, "finish_reason": None}]})
+        time.sleep(self.server.owner.delay)
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"reasoning_content": "it over."}, "finish_reason": None}]})
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"content": answer_for(body)}, "finish_reason": None}]})
+        self._free_slot()
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         self._sse({
             "id": "x",
