@@ -143,7 +143,10 @@ def test_real_mlx_server_stopped_mid_run_and_started_again(mlx_servers, demo_mod
     config = _with(config, "    outage: {after_failures: 2, wait: 120}").replace("max_tokens: 64", "max_tokens: 48")
 
     def outage() -> None:
-        time.sleep(1.5)
+        # Stop it once a few answers are in, mid-run.
+        deadline = time.monotonic() + 120
+        while len(raw_records(tmp_path / "run")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
         server.stop()
         time.sleep(1.0)
         server.start()
