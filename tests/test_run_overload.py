@@ -163,3 +163,27 @@ def test_real_mlx_server_stopped_mid_run_and_started_again(mlx_servers, demo_mod
     assert summary.exit_code == 0 and not summary.down
     # the outage happened during the run (some answers came from the restarted server)
     assert max(r["attempts"] for r in records) >= 2
+
+
+def test_sigterm_counts_answers_and_error_records_apart(tmp_path):
+    import json
+    import signal
+
+    from test_run_crash import start_run, transcript_lines
+
+    out = tmp_path / "run"
+    with MisbehavingServer(delay=0.05) as server:
+        server.queue("ok", "status:400", "status:400")  # two rejected prompts: error records, not answers
+        config = tmp_path / "servers.yaml"
+        config.write_text(make_config(server.base_url, concurrency=1))
+        proc = start_run(config, out, 40)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(transcript_lines(out)) < 8:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    records = [json.loads(line) for line in transcript_lines(out)]
+    errors = sum(r["error"] is not None for r in records)
+    assert errors == 2
+    assert f"Interrupted: {len(records) - 2} answers and 2 error records saved in {out}" in err
