@@ -39,13 +39,13 @@ async def describe_server(client: ChatClient) -> ServerInfo:
         return info
     try:
         status = await client.get_json("models/status", timeout=5.0)
-        if isinstance(status, dict):
+        if isinstance(status, dict) and shallow(status):
             info.model_status = status
     except RequestFailed:
         pass  # not oMLX: nothing more to learn
     try:
         status = await client.get_json("/api/status", timeout=5.0, root=True)
-        if isinstance(status, dict):
+        if isinstance(status, dict) and shallow(status):
             # Server-side settings that change timings (prefix cache, loaded models) live here.
             info.status = status
             if isinstance(status.get("version"), (str, int, float)):
@@ -53,6 +53,21 @@ async def describe_server(client: ChatClient) -> ServerInfo:
     except RequestFailed:
         pass
     return info
+
+
+def shallow(value: Any, limit: int = 32) -> bool:
+    """Nested at most ``limit`` deep (checked without recursion): what a server says about
+    itself is stored in the manifest, and a hostile depth must not reach the writers."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
 
 
 def check_reachable(name: str, info: ServerInfo) -> None:

@@ -168,3 +168,20 @@ def test_unknown_model_error_line_with_credentials_is_masked(tmp_path, monkeypat
     assert out.err.count("\n") == 1 and "qatcmp: error: model 'a'" in out.err and "not found" in out.err
     _assert_no_secret(tmp_path, out.out, out.err)
     assert not list((tmp_path / "run").glob("transcripts/*"))  # failed in the preflight, nothing sent
+
+
+def test_a_status_page_nested_900_deep_is_not_stored(tmp_path, monkeypatch):
+    import misbehaving_server
+
+    def deep_status(self):
+        if self.path == "/api/status":
+            self._raw_response(200, "application/json", b'{"a":' * 900 + b"1" + b"}" * 900)
+        else:
+            original(self)
+
+    original = misbehaving_server._Handler.do_GET
+    monkeypatch.setattr(misbehaving_server._Handler, "do_GET", deep_status)
+    with MisbehavingServer() as server:
+        summary, _ = run_once(make_config(server.base_url), tmp_path / "run", mmlu=1)
+    assert summary.exit_code == 0
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["servers"]["local"]["status"] is None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from qatcmp.commands.run import print_summary
+from qatcmp.commands.run import print_summary, saved
 from qatcmp.config import Config, parse_config
 from qatcmp.errors import QatcmpError
 from qatcmp.progress import RunProgress
@@ -99,7 +99,7 @@ def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
         with progress:
             summary = asyncio.run(runner.execute())
     except KeyboardInterrupt:
-        print(f"\nInterrupted: {runner.summary.sent} answers saved in {out}. Resume with:\n  {resume}", file=sys.stderr)
+        print(f"\nInterrupted: {saved(runner.summary)} in {out}. Resume with:\n  {resume}", file=sys.stderr)
         return 130
     print_summary(summary, resume)
     return summary.exit_code
