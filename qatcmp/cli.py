@@ -76,7 +76,9 @@ def _terminate_like_ctrl_c() -> None:
     and child servers (the demo's) are stopped instead of being orphaned."""
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        # Delivered as SIGINT, so that a running asyncio loop cancels its tasks in order
+        # (its own SIGINT handler) instead of being unwound from an arbitrary frame.
+        signal.raise_signal(signal.SIGINT)
 
     try:
         signal.signal(signal.SIGTERM, handler)

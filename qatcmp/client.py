@@ -224,11 +224,15 @@ class ChatClient:
                 result = await asyncio.wait_for(coro, timeout=total)
         except asyncio.TimeoutError:
             raise RetryableError(f"no complete answer within {total:g} s", kind="timeout") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection at all: the server is not there (an outage, if it lasts).
+            raise RetryableError(_describe_transport_error(exc), kind="connection") from None
         except httpx.TimeoutException as exc:
             raise RetryableError(f"timed out ({type(exc).__name__})", kind="timeout") from None
         except httpx.TransportError as exc:
-            # Before any response: the server is not there (refused, reset, gone).
-            raise RetryableError(_describe_transport_error(exc), kind="connection") from None
+            # Connected, then cut before the headers: a server shedding load (oMLX's full
+            # queue cuts right after the 200) or going down - the next connect tells which.
+            raise RetryableError(_describe_transport_error(exc), kind="cut_before_answer") from None
         except MALFORMED as exc:
             raise RetryableError(f"malformed answer ({type(exc).__name__}: {printable(str(exc))[:200]})", kind="bad_shape") from None
         result.latency_s = time.monotonic() - started
@@ -379,7 +383,7 @@ def _raise_for_status(response: httpx.Response, text: str, *, what: str = "") ->
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         reason = str(exc) or "connection refused"
         return f"cannot connect ({reason})"
     if isinstance(exc, httpx.RemoteProtocolError):

@@ -45,7 +45,9 @@ class Ticket:
 
     epoch: int
     answers_before: int
+    started: float = 0.0
     streaming: bool = False
+    first_token_at: float | None = None
 
 
 class ServerGate:
@@ -71,8 +73,11 @@ class ServerGate:
         self.answers = 0
         self.congestion_events = 0
         self.lowest_limit = max_concurrency
-        self.peak_streaming = 0  # most requests seen being answered at once
-        self.proven = 0  # the highest limit that ran a full round of answers without a refusal
+        # Time spent with n requests being answered (streaming: n that have a token; else n
+        # in flight): the level held longest is what the server works on at once.
+        self._held: dict[str, dict[int, float]] = {"streaming": {}, "in_flight": {}}
+        self._level = {"streaming": 0, "in_flight": 0}
+        self._level_since = {"streaming": time.monotonic(), "in_flight": time.monotonic()}
         self.outages = 0
         self._epoch = 0
         self._since_increase = 0
@@ -94,6 +99,7 @@ class ServerGate:
             raise self._failed
         if not self._waiters and self._can_admit():
             self.in_flight += 1
+            self._track()
         else:
             future = asyncio.get_running_loop().create_future()
             self._waiters.append(future)
@@ -108,24 +114,29 @@ class ServerGate:
                     except ValueError:
                         pass
                 raise
-        return Ticket(epoch=self._epoch, answers_before=self.answers)
+        return Ticket(epoch=self._epoch, answers_before=self.answers, started=time.monotonic())
 
     def renew(self, ticket: Ticket) -> None:
         """The slot is kept for another attempt: date it now."""
         if ticket.streaming:
             self.streaming -= 1
+            self._track()
             ticket.streaming = False
         ticket.epoch = self._epoch
         ticket.answers_before = self.answers
+        ticket.started = time.monotonic()
+        ticket.first_token_at = None
 
     def release(self, ticket: Ticket) -> None:
         if ticket.streaming:
             self.streaming -= 1
+            self._track()
             ticket.streaming = False
         self._release_slot()
 
     def _release_slot(self) -> None:
         self.in_flight -= 1
+        self._track()
         self._wake()
 
     def _can_admit(self) -> bool:
@@ -137,6 +148,7 @@ class ServerGate:
             if future.done():
                 continue
             self.in_flight += 1
+            self._track()
             future.set_result(None)
 
     # ------------------------------------------------------------ signals
@@ -144,21 +156,36 @@ class ServerGate:
     def first_token(self, ticket: Ticket) -> None:
         if not ticket.streaming:
             ticket.streaming = True
+            ticket.first_token_at = time.monotonic()
             self.streaming += 1
-            self.peak_streaming = max(self.peak_streaming, self.streaming)
+            self._track()
 
     def answered(self, ticket: Ticket) -> None:
         """The server answered (an answer or an error it meant to give): it is up and not full."""
         self.answers += 1
         self._connection_failures = 0
+
         self._since_increase += 1
-        if self._since_increase >= self.limit:
-            # ``limit`` answers in a row without a refusal: the server takes that many.
-            self.proven = max(self.proven, self.limit)
         if self.limit < self.maximum and self._since_increase >= self.limit:
             self.limit += 1
             self._since_increase = 0
             self._wake()
+
+    def served_at_once(self) -> int | None:
+        """How many requests the server worked on at once for the longest time."""
+        self._track()
+        held = {n: t for n, t in (self._held["streaming"] or self._held["in_flight"]).items() if n > 0}
+        return max(held, key=held.get) if held else None
+
+    def _track(self) -> None:
+        now = time.monotonic()
+        for name, value in (("streaming", self.streaming), ("in_flight", self.in_flight)):
+            level = self._level[name]
+            if level > 0:
+                held = self._held[name]
+                held[level] = held.get(level, 0.0) + now - self._level_since[name]
+            self._level[name] = value
+            self._level_since[name] = now
 
     def heard_from(self) -> None:
         """The server answered with an error of its own: it is there."""

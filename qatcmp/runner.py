@@ -277,15 +277,16 @@ class Runner:
                           outage_wait=server.outage.wait, probe=client.is_up, log=self.progress.log)
 
     def _warn_learned_capacity(self, name: str, gate: ServerGate) -> None:
-        if gate.congestion_events == 0:
+        served = gate.served_at_once()
+        if gate.congestion_events == 0 or served is None:
             return
-        admitted = gate.proven or gate.lowest_limit
+        admitted = served
         if admitted >= gate.maximum:
             return
         self._warn(
-            f"server '{name}' said it was full {gate.congestion_events} times and answered at most about {admitted} "
-            f"requests at once; qatcmp lowered its limit (lowest {gate.lowest_limit}) and nothing was lost, but "
-            f"max_concurrency: {gate.maximum} is more than it takes - set max_concurrency: {admitted}"
+            f"server '{name}' said it was full {gate.congestion_events} times and worked on about {admitted} "
+            f"requests at once; qatcmp lowered its own limit (lowest {gate.lowest_limit}), "
+            f"but max_concurrency: {gate.maximum} is more than the server takes - set max_concurrency: {admitted}"
         )
 
     def _warn_unreproducible_seeds(self, infos: list[ServerInfo], servers: list[str]) -> None:

@@ -66,7 +66,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not owner.admit():
                 # oMLX 0.5.3 with a full waiting queue: the 200 is already sent.
                 owner.requests.append({"body": body, "behaviour": "queue_full", "headers": dict(self.headers)})
-                self._b_stream_error(body, "") if body.get("stream") else self._b_spaces_then_cut(body, "")
+                if owner.refusal != "queue_full":  # a server that says so with a status (429, 503)
+                    self._b_status(body, owner.refusal)
+                elif body.get("stream"):
+                    self._b_stream_error(body, "")
+                else:
+                    self._b_spaces_then_cut(body, "")
                 return
             owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
             self._slot_held = True
@@ -312,13 +317,14 @@ class MisbehavingServer:
 
     def __init__(self, models: list[str] | None = None, api_key: str | None = None, delay: float = 0.0,
                  *, capacity: int | None = None, status: dict[str, Any] | None = None, port: int = 0,
-                 models_deep: bool = False):
+                 models_deep: bool = False, refusal: str = "queue_full"):
         self.models = models or ["test-model"]
         self.api_key = api_key
         self.delay = delay  # seconds before every answer, to keep a run busy
         # capacity N: like oMLX with a full queue, refuse (after the 200) any request that
         # arrives while N are being answered.
         self.capacity = capacity
+        self.refusal = refusal  # how it refuses: like oMLX 0.5.3 ("queue_full") or a status ("429", "503")
         self.status = status  # serve oMLX's /api/status, with these extra fields
         self.models_deep = models_deep
         self.in_flight = 0

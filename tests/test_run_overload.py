@@ -21,9 +21,9 @@ def _with(text: str, extra: str) -> str:
     return text.replace("    stream: ", f"{extra}\n    stream: ", 1)
 
 
-@pytest.mark.parametrize("stream", [True, False])
-def test_too_high_max_concurrency_loses_nothing_and_learns_the_limit(tmp_path, stream):
-    with MisbehavingServer(capacity=2, delay=0.15) as server:
+@pytest.mark.parametrize("stream,refusal", [(True, "queue_full"), (False, "queue_full"), (True, "429"), (True, "503")])
+def test_too_high_max_concurrency_loses_nothing_and_learns_the_limit(tmp_path, stream, refusal):
+    with MisbehavingServer(capacity=2, delay=0.15, refusal=refusal) as server:
         config = make_config(server.base_url, concurrency=16, attempts=3, stream=stream)
         summary, plans = run_once(config, tmp_path / "run", mmlu=24)
         refused = sum(r["behaviour"] == "queue_full" for r in server.chat_requests())
@@ -37,7 +37,7 @@ def test_too_high_max_concurrency_loses_nothing_and_learns_the_limit(tmp_path, s
     # few answers (a fixed 16 in flight would be refused hundreds of times).
     assert refused < 14 + 24
     (warning,) = [w for w in summary.warnings if "said it was full" in w]
-    assert "set max_concurrency: 2" in warning or "set max_concurrency: 3" in warning
+    assert "set max_concurrency: 2" in warning
 
 
 def test_capacity_stated_by_the_server_is_warned_about_in_check_and_run(tmp_path, capsys):
@@ -55,6 +55,14 @@ def test_capacity_stated_by_the_server_is_warned_about_in_check_and_run(tmp_path
     assert any(line in w for w in RunDir(tmp_path / "run").read_manifest().warnings)
 
 
+def _stop_after_answers(server, out_dir, answers: int) -> None:
+    """Stop the server once a few answers are in: mid-run, whatever the machine's speed."""
+    deadline = time.monotonic() + 60
+    while len(raw_records(out_dir)) < answers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.stop()
+
+
 def test_a_server_that_goes_away_and_comes_back_loses_nothing(tmp_path):
     first = MisbehavingServer(delay=0.1)
     port = first.port
@@ -62,8 +70,7 @@ def test_a_server_that_goes_away_and_comes_back_loses_nothing(tmp_path):
     restarted: list[MisbehavingServer] = []
 
     def outage() -> None:
-        time.sleep(0.6)
-        first.stop()
+        _stop_after_answers(first, tmp_path / "run", 3)
         time.sleep(2.0)
         restarted.append(MisbehavingServer(delay=0.1, port=port).__enter__())
 
@@ -88,10 +95,10 @@ def test_a_server_that_goes_away_and_comes_back_loses_nothing(tmp_path):
 
 def test_a_server_that_does_not_come_back_stops_cleanly_with_one_line(tmp_path, capsys):
     server = MisbehavingServer(delay=0.1).__enter__()
-    threading.Timer(0.5, server.stop).start()
+    out_dir = tmp_path / "run"
+    threading.Thread(target=_stop_after_answers, args=(server, out_dir, 3)).start()
     config = tmp_path / "servers.yaml"
     config.write_text(_with(make_config(server.base_url, concurrency=2, attempts=3), "    outage: {after_failures: 2, wait: 2}"))
-    out_dir = tmp_path / "run"
     started = time.monotonic()
     code = main(["run", "--config", str(config), "--out", str(out_dir), "--mmlu-pro", "30",
                  "--mmlu-pro-data", "builtin", "--plain"])
@@ -187,3 +194,4 @@ def test_sigterm_counts_answers_and_error_records_apart(tmp_path):
     errors = sum(r["error"] is not None for r in records)
     assert errors == 2
     assert f"Interrupted: {len(records) - 2} answers and 2 error records saved in {out}" in err
+    assert "Traceback" not in err and "Task was destroyed" not in err
