@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from qatcmp import __version__
 from qatcmp.errors import QatcmpError, describe_os_error
+from qatcmp.redact import mask
 
 # Each module in qatcmp/commands/ defines register(subparsers), which adds its sub-command
 # and sets `func(args) -> int` as the handler.
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except QatcmpError as exc:
         _debug_traceback()
-        print(f"qatcmp: error: {exc}", file=sys.stderr)
+        print(mask(f"qatcmp: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("qatcmp: interrupted", file=sys.stderr)
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         _debug_traceback()
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
-            f"qatcmp: internal error: {type(exc).__name__}: {first} "
-            "(run with QATCMP_DEBUG=1 for the traceback, and please report it)",
+            mask(f"qatcmp: internal error: {type(exc).__name__}: {first} "
+                 "(run with QATCMP_DEBUG=1 for the traceback, and please report it)"),
             file=sys.stderr,
         )
         return 70
@@ -89,7 +90,9 @@ def _terminate_like_ctrl_c() -> None:
     and child servers (the demo's) are stopped instead of being orphaned."""
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        # Delivered as SIGINT, so that a running asyncio loop cancels its tasks in order
+        # (its own SIGINT handler) instead of being unwound from an arbitrary frame.
+        signal.raise_signal(signal.SIGINT)
 
     try:
         signal.signal(signal.SIGTERM, handler)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qatcmp import redact
 from qatcmp.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
@@ -57,6 +58,16 @@ class Retries(Strict):
     max_backoff: float = Field(60.0, ge=0)
 
 
+class Outage(Strict):
+    """A server that stops answering: after ``after_failures`` connection failures in a row
+    (refused, reset, no answer at all) qatcmp stops sending to it and probes it with backoff
+    for up to ``wait`` seconds; it resumes when the server is back, or stops the server's work
+    cleanly (nothing written for the requests it could not send)."""
+
+    after_failures: int = Field(3, ge=1, le=1000)
+    wait: float = Field(600.0, ge=0, le=7 * 86400)
+
+
 class ThinkingSwitch(Strict):
     """The request fields merged into the body when thinking is on / off. Servers disagree
     on the switch; the default is what oMLX, mlx-lm, vLLM and llama.cpp read."""
@@ -90,6 +101,10 @@ class ServerConfig(Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     thinking_switch: ThinkingSwitch = Field(default_factory=ThinkingSwitch)
     stream: bool = True
+    outage: Outage = Field(default_factory=Outage)
+    # The longest answer (content + reasoning) accepted, in MB of text: 32k tokens of
+    # thinking are ~0.15 MB; anything near the cap is a runaway or hostile stream.
+    max_answer_mb: float = Field(8.0, gt=0, le=1024)
 
     @field_validator("base_url")
     @classmethod
@@ -301,9 +316,11 @@ def parse_config(text: str, origin: str = "servers.yaml") -> Config:
     check_plain_data(data, origin)
     _refuse_inline_keys(data, origin)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {describe_validation_error(exc)}") from None
+    redact.register_config(config)  # keys, header values, URL credentials: masked on output
+    return config
 
 
 def check_plain_data(data: Any, origin: str) -> None:

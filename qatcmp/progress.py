@@ -19,6 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from qatcmp.redact import mask
+
 
 @dataclass
 class _Counter:
@@ -103,6 +105,7 @@ class RunProgress:
             )
 
     def log(self, message: str) -> None:
+        message = mask(message)
         if self._progress is not None:
             self._progress.console.print(message, markup=False, highlight=False)
         else:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from qatcmp.errors import DataError
+from qatcmp.redact import mask_obj
 from qatcmp.records import (
     Item,
     RunManifest,
@@ -326,7 +327,7 @@ class JsonlAppender:
 
     def append(self, record: BaseModel) -> None:
         # One write call per record: the line is either all there or torn at the end.
-        self._fh.write(record.model_dump_json().encode() + b"\n")
+        self._fh.write(record_line(record).encode() + b"\n")
         self._fh.flush()
         if self.fsync:
             os.fsync(self._fh.fileno())
@@ -345,12 +346,23 @@ class JsonlAppender:
         self.close()
 
 
+def record_line(record: BaseModel) -> str:
+    """One JSONL line, secrets masked (a server may echo a key into an error)."""
+    return _encodable(json.dumps(mask_obj(record.model_dump(mode="json")), ensure_ascii=False, separators=(",", ":")))
+
+
+def _encodable(text: str) -> str:
+    # A lone surrogate (a hostile "\ud800" escape) cannot be written as UTF-8: keep it as
+    # the JSON escape it came as, rather than crash.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_jsonl_atomic(path: Path, records: Iterable[BaseModel]) -> None:
-    write_text_atomic(path, "".join(r.model_dump_json() + "\n" for r in records))
+    write_text_atomic(path, "".join(record_line(r) + "\n" for r in records))
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, _encodable(json.dumps(mask_obj(obj), indent=2, ensure_ascii=False)) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

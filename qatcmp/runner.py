@@ -20,9 +20,11 @@ import httpx
 
 from qatcmp import __version__
 from qatcmp.benchmarks import module_for
-from qatcmp.client import ChatClient, Completion, RequestFailed
+from qatcmp.client import ChatClient, Completion
+from qatcmp.concurrency import ServerDown, ServerGate
 from qatcmp.config import Config, ModelConfig
-from qatcmp.errors import ConfigError, QatcmpError
+from qatcmp.errors import ConfigError
+from qatcmp.preflight import RunAborted, capacity_warning, check_reachable, describe_server, preflight
 from qatcmp.progress import RunProgress
 from qatcmp.records import (
     BenchmarkSelection,
@@ -45,10 +47,8 @@ NO_REASONING_WARN_AFTER = 3
 # and how many other rejections (400/422) in a row, before any success, do the same.
 ABORT_AT_ONCE = {401, 403, 404}
 ABORT_AFTER_REJECTIONS = 3
-
-
-class RunAborted(QatcmpError):
-    """A problem that every further request would hit too (wrong key, unknown model...)."""
+# A server stopped answering and did not come back: distinct from "some error records" (1).
+EXIT_SERVER_DOWN = 3
 
 
 @dataclass
@@ -68,9 +68,18 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     per_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     interrupted: bool = False
+    down: dict[str, str] = field(default_factory=dict)  # server -> why its work stopped
+    pending_left: int = 0  # requests not sent because their server was down
+    retries: int = 0  # attempts beyond the first, over all requests written
+
+    @property
+    def answers(self) -> int:
+        return self.sent - self.errors
 
     @property
     def exit_code(self) -> int:
+        if self.down:
+            return EXIT_SERVER_DOWN
         return 1 if self.errors else 0
 
 
@@ -154,45 +163,6 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
     return manifest
 
 
-# --------------------------------------------------------------------------- servers
-
-
-async def describe_server(client: ChatClient) -> ServerInfo:
-    """What the server says about itself; oMLX adds per-model status and its version."""
-    info = ServerInfo(base_url=client.server.base_url)
-    try:
-        info.models = await client.list_models()
-    except RequestFailed as exc:
-        info.error = exc.message
-        return info
-    try:
-        status = await client.get_json("models/status", timeout=5.0)
-        if isinstance(status, dict):
-            info.model_status = status
-    except RequestFailed:
-        pass  # not oMLX: nothing more to learn
-    try:
-        status = await client.get_json("/api/status", timeout=5.0, root=True)
-        if isinstance(status, dict):
-            # Server-side settings that change timings (prefix cache, loaded models) live here.
-            info.status = status
-            if status.get("version"):
-                info.version = str(status["version"])
-    except RequestFailed:
-        pass
-    return info
-
-
-def check_reachable(name: str, info: ServerInfo) -> None:
-    """Refuse to start a run against a server that does not answer at all."""
-    if info.error is None:
-        return
-    if "cannot connect" in info.error or "timed out" in info.error:
-        raise RunAborted(f"server '{name}' at {info.base_url}: {info.error}")
-    if "HTTP 401" in info.error or "HTTP 403" in info.error:
-        raise RunAborted(f"server '{name}' at {info.base_url}: {info.error} (check the API key in api_key_env)")
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -271,6 +241,7 @@ class Runner:
             )
             for name in servers_needed
         }
+        gates = {name: self._gate(name, clients[name]) for name in servers_needed}
         try:
             infos = await asyncio.gather(*(describe_server(clients[n]) for n in servers_needed))
             for name, info in zip(servers_needed, infos):
@@ -278,33 +249,51 @@ class Runner:
                 manifest.servers[name] = info
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
-            self._warn_unlisted_models(infos, servers_needed)
             self._warn_unreproducible_seeds(infos, servers_needed)
+            for name, info in zip(servers_needed, infos):
+                if (warning := capacity_warning(name, self.config.server(name).max_concurrency, info)) is not None:
+                    self._warn(warning)
+            needed = [m for m in self.models if m.name in {u.model for u in pending}]
+            for warning in await preflight(self.config, needed, clients, dict(zip(servers_needed, infos))):
+                self._warn(warning)
             self._register_progress(pending)
             scheduler = self.scheduler_factory(pending, [m.name for m in self.models])
-            await self._run_all(scheduler, clients)
+            await self._run_all(scheduler, clients, gates)
         finally:
             for writer in self._writers.values():
                 writer.close()
+            for name, gate in gates.items():
+                await gate.aclose()
+                self._warn_learned_capacity(name, gate)
             await asyncio.gather(*(c.aclose() for c in clients.values()), return_exceptions=True)
             manifest.model_switches += self.summary.model_switches
             manifest.updated_at = utcnow()
             if self.summary.warnings:
                 manifest.warnings = list(dict.fromkeys([*manifest.warnings, *self.summary.warnings]))
             self.run.write_manifest(manifest)
+            if self.summary.down:
+                self.summary.pending_left = len(self.pending_units())
         if self._abort is not None:
             raise self._abort
         return self.summary
 
-    def _warn_unlisted_models(self, infos: list[ServerInfo], servers: list[str]) -> None:
-        listed = {name: set(info.models or []) for name, info in zip(servers, infos) if info.models is not None}
-        for model in self.models:
-            ids = listed.get(model.server)
-            if ids is not None and model.model not in ids:
-                self._warn(
-                    f"model '{model.name}': '{model.model}' is not listed by server '{model.server}' "
-                    "(it may still load on demand; an unknown model fails at the first request)"
-                )
+    def _gate(self, name: str, client: ChatClient) -> ServerGate:
+        server = self.config.server(name)
+        return ServerGate(name, server.max_concurrency, after_failures=server.outage.after_failures,
+                          outage_wait=server.outage.wait, probe=client.is_up, log=self.progress.log)
+
+    def _warn_learned_capacity(self, name: str, gate: ServerGate) -> None:
+        served = gate.served_at_once()
+        if gate.congestion_events == 0 or served is None:
+            return
+        admitted = served
+        if admitted >= gate.maximum:
+            return
+        self._warn(
+            f"server '{name}' said it was full {gate.congestion_events} times and worked on about {admitted} "
+            f"requests at once; qatcmp lowered its own limit (lowest {gate.lowest_limit}), "
+            f"but max_concurrency: {gate.maximum} is more than the server takes - set max_concurrency: {admitted}"
+        )
 
     def _warn_unreproducible_seeds(self, infos: list[ServerInfo], servers: list[str]) -> None:
         for name, info in zip(servers, infos):
@@ -328,8 +317,8 @@ class Runner:
                 todo = remaining.get((model.name, plan.selection.name), 0)
                 self.progress.add(model.name, plan.selection.name, total, total - todo)
 
-    async def _run_all(self, scheduler: Scheduler, clients: dict[str, ChatClient]) -> None:
-        tasks = [asyncio.create_task(self._run_server(name, scheduler, clients[name])) for name in scheduler.servers()]
+    async def _run_all(self, scheduler: Scheduler, clients: dict[str, ChatClient], gates: dict[str, ServerGate]) -> None:
+        tasks = [asyncio.create_task(self._run_server(name, scheduler, clients[name], gates[name])) for name in scheduler.servers()]
         try:
             await asyncio.gather(*tasks)
         except RunAborted:
@@ -339,41 +328,51 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient) -> None:
-        limit = asyncio.Semaphore(self.config.server(server).max_concurrency)
+    async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
         current_model: str | None = None
-        while (batch := scheduler.next_batch(server)) is not None:
-            if not batch:
-                continue
-            if current_model is not None and batch[0].model != current_model:
-                self.summary.model_switches += 1
-            current_model = batch[0].model
-            await self._run_batch(batch, client, limit, scheduler)
+        try:
+            while (batch := scheduler.next_batch(server)) is not None:
+                if not batch:
+                    continue
+                if current_model is not None and batch[0].model != current_model:
+                    self.summary.model_switches += 1
+                current_model = batch[0].model
+                await self._run_batch(batch, client, gate, scheduler)
+        except ServerDown as exc:
+            # Its requests stay pending (nothing written for them); the other servers go on.
+            self.summary.down[server] = str(exc)
+            self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
 
-    async def _run_batch(self, batch: list[WorkUnit], client: ChatClient, limit: asyncio.Semaphore, scheduler: Scheduler) -> None:
-        tasks = [asyncio.create_task(self._run_unit(unit, client, limit, scheduler)) for unit in batch]
+    async def _run_batch(self, batch: list[WorkUnit], client: ChatClient, gate: ServerGate, scheduler: Scheduler) -> None:
+        tasks = [asyncio.create_task(self._run_unit(unit, client, gate, scheduler)) for unit in batch]
         try:
             await asyncio.gather(*tasks)
         finally:
-            # On abort or Ctrl-C, stop the requests still in flight: their answers are not
-            # written, and the same command asks them again.
+            # On abort, outage or Ctrl-C, stop the requests still in flight: their answers
+            # are not written, and the same command asks them again.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_unit(self, unit: WorkUnit, client: ChatClient, limit: asyncio.Semaphore, scheduler: Scheduler) -> None:
-        async with limit:
-            if self._abort is not None:
-                return
-            item = self._items[(unit.benchmark, unit.item_id)]
-            messages = module_for(unit.benchmark).build_messages(item)
-            body = build_request(self._templates[unit.model], messages, unit.benchmark, unit.item_id, unit.sample)
-            started_at = utcnow()
-            completion = await client.complete(body, thinking=self._model_by_name[unit.model].thinking)
+    async def _run_unit(self, unit: WorkUnit, client: ChatClient, gate: ServerGate, scheduler: Scheduler) -> None:
+        if self._abort is not None:
+            return
+        item = self._items[(unit.benchmark, unit.item_id)]
+        messages = module_for(unit.benchmark).build_messages(item)
+        body = build_request(self._templates[unit.model], messages, unit.benchmark, unit.item_id, unit.sample)
+        started_at = utcnow()
+        completion = await client.complete(body, thinking=self._model_by_name[unit.model].thinking, gate=gate)
+        if self._abort is not None:
+            return
+        try:
             record = self._record(unit, body, completion, started_at)
-            self._write(record)
-            scheduler.record(unit, record)
-            self._observe(unit, completion)
+        except ValueError as exc:  # a shape the client let through but the record refuses
+            failed = Completion(error=f"answer could not be recorded: {str(exc).splitlines()[0][:200]}", error_kind="bad_shape",
+                                attempts=completion.attempts, latency_s=completion.latency_s)
+            record = self._record(unit, body, failed, started_at)
+        self._write(record)
+        scheduler.record(unit, record)
+        self._observe(unit, completion)
 
     def _record(self, unit: WorkUnit, body: dict[str, Any], completion: Completion, started_at) -> TranscriptRecord:
         request = {k: v for k, v in body.items() if k != "messages"}
@@ -407,6 +406,7 @@ class Runner:
             writer = self._writers[key] = JsonlAppender(self.run.transcript_file(*key))
         writer.append(record)
         self.summary.sent += 1
+        self.summary.retries += max(0, record.attempts - 1)
         stats = self.summary.per_model.setdefault(key, {"done": 0, "errors": 0, "truncated": 0})
         stats["done"] += 1
         if record.error:

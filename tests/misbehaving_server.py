@@ -39,7 +39,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         owner = self.server.owner
         if self.path.endswith("/models"):
+            if owner.models_deep:
+                self._raw_response(200, "application/json", b"[" * 100_000 + b"]" * 100_000)
+                return
             self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in owner.models]})
+        elif self.path == "/api/status" and owner.status is not None:
+            # oMLX's shape: version, active and waiting requests (no limit: see preflight.py).
+            self._json(200, {"status": "ok", "version": "0.5.3", "active_requests": owner.in_flight,
+                             "waiting_requests": 0, **owner.status})
         else:
             self._json(404, {"error": "Not Found"})
 
@@ -51,10 +58,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401, {"error": {"message": "Invalid API key", "type": "authentication_error"}})
             return
         behaviour = owner.next_behaviour()
-        owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
         if body.get("model") not in owner.models:
+            owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
             self._json(404, {"error": {"message": f"Model '{body.get('model')}' not found", "type": "not_found_error"}})
             return
+        if owner.capacity is not None and behaviour == Behaviour.OK:
+            if not owner.admit():
+                # oMLX 0.5.3 with a full waiting queue: the 200 is already sent.
+                owner.requests.append({"body": body, "behaviour": "queue_full", "headers": dict(self.headers)})
+                if owner.refusal != "queue_full":  # a server that says so with a status (429, 503)
+                    self._b_status(body, owner.refusal)
+                elif body.get("stream"):
+                    self._b_stream_error(body, "")
+                else:
+                    self._b_spaces_then_cut(body, "")
+                return
+            owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
+            self._slot_held = True
+            try:
+                self._b_ok(body, "")
+            finally:
+                self._free_slot()
+            return
+        owner.requests.append({"body": body, "behaviour": behaviour, "headers": dict(self.headers)})
         kind, _, arg = behaviour.partition(":")
         handler = getattr(self, f"_b_{kind}")
         handler(body, arg)
@@ -62,10 +88,11 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ behaviours
 
     def _b_ok(self, body: dict[str, Any], arg: str) -> None:
-        time.sleep(self.server.owner.delay)
         if body.get("stream"):
-            self._sse_answer(body)
+            self._sse_answer(body)  # the delay comes after the first token, as generation does
         else:
+            time.sleep(self.server.owner.delay)
+            self._free_slot()
             self._json(200, self._completion(body))
 
     def _b_status(self, body: dict[str, Any], arg: str) -> None:
@@ -127,6 +154,80 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse_raw("data: [DONE]\n\n")
         self._sse_end()
 
+    def _free_slot(self) -> None:
+        # A server frees a request's slot when generation ends, before the last bytes go out.
+        if getattr(self, "_slot_held", False):
+            self._slot_held = False
+            self.server.owner.leave()
+
+    # ------------------------------------------------------------ hostile servers
+
+    def _b_echo(self, body: dict[str, Any], arg: str) -> None:
+        # A server that echoes the request's headers in its error (401, 400, 500 or inside a 200).
+        echoed = "; ".join(f"{k}={v}" for k, v in self.headers.items())
+        message = f"invalid api key: auth={self.headers.get('Authorization')} headers: {echoed}"
+        if arg == "200":
+            self._raw_response(200, "application/json", b"  " + json.dumps({"error": {"message": message, "type": "server_error"}}).encode())
+        else:
+            self._json(int(arg or 401), {"error": {"message": message, "type": "authentication_error" if arg == "401" else "server_error"}})
+
+    def _b_hostile_chunk(self, body: dict[str, Any], arg: str) -> None:
+        # One malformed chunk in an otherwise normal-looking stream.
+        chunks = {
+            "surrogate": '{"choices":[{"index":0,"delta":{"content":"bad \\ud800 text"},"finish_reason":null}]}',
+            "deep": "[" * 100_000 + "]" * 100_000,
+            "choices_string": '{"choices":"abc"}',
+            "choices_int": '{"choices":[1]}',
+            "list": "[1, 2]",
+            "int_content": '{"choices":[{"index":0,"delta":{"content":5},"finish_reason":null}]}',
+            "usage_lots": '{"choices":[],"usage":"lots"}',
+            "int_finish": '{"choices":[{"index":0,"delta":{},"finish_reason":1}]}',
+            "deep_usage": '{"choices":[],"usage":{"prompt_tokens":"many"}}',
+        }
+        self._sse_start()
+        self._sse({"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello "}, "finish_reason": None}]})
+        self._sse_raw(f"data: {chunks[arg]}\n\n")
+        self._sse({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        self._sse_raw("data: [DONE]\n\n")
+
+    def _b_hostile_body(self, body: dict[str, Any], arg: str) -> None:
+        bodies = {
+            "surrogate": b'{"choices":[{"index":0,"message":{"content":"x \\udc80"},"finish_reason":"stop"}]}',
+            "deep": b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000,
+            "choices_string": b'{"choices":"abc"}',
+            "choices_int": b'{"choices":[1]}',
+            "list": b"[1, 2]",
+            "int_content": b'{"choices":[{"index":0,"message":{"content":5},"finish_reason":"stop"}]}',
+            "usage_lots": b'{"choices":[{"index":0,"message":{"content":"ok"},"finish_reason":"stop"}],"usage":"lots"}',
+            "int_finish": b'{"choices":[{"index":0,"message":{"content":"ok"},"finish_reason":1}]}',
+        }
+        self._raw_response(200, "application/json", bodies[arg])
+
+    def _b_endless(self, body: dict[str, Any], arg: str) -> None:
+        # A fast stream that never ends (until the client hangs up), or one endless line.
+        self._sse_start()
+        piece = "x" * 60_000
+        chunk = f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': piece}, 'finish_reason': None}]})}\n\n".encode()
+        try:
+            if arg == "line":
+                self.wfile.write(b"data: ")
+                while True:
+                    self.wfile.write(piece.encode())
+            while True:
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+    def _b_huge(self, body: dict[str, Any], arg: str) -> None:
+        # An answer of ``arg`` MB that finishes properly.
+        size = int(float(arg) * 1_000_000)
+        self._sse_start()
+        piece = "y" * 100_000
+        for _ in range(size // len(piece) + 1):
+            self._sse({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        self._sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        self._sse_raw("data: [DONE]\n\n")
+
     # ------------------------------------------------------------ helpers
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse_raw(": keepalive\n\n")
         self._sse({"model": "keepalive", "choices": []})
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Thinking "}, "finish_reason": None}]})
+        time.sleep(self.server.owner.delay)
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"reasoning_content": "it over."}, "finish_reason": None}]})
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {"content": answer_for(body)}, "finish_reason": None}]})
+        self._free_slot()
         self._sse({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         self._sse({
             "id": "x",
@@ -212,16 +315,42 @@ class MisbehavingServer:
         def handle_error(self, request, client_address) -> None:
             pass  # the client hung up (a timeout test): expected, not worth a traceback
 
-    def __init__(self, models: list[str] | None = None, api_key: str | None = None, delay: float = 0.0):
+    def __init__(self, models: list[str] | None = None, api_key: str | None = None, delay: float = 0.0,
+                 *, capacity: int | None = None, status: dict[str, Any] | None = None, port: int = 0,
+                 models_deep: bool = False, refusal: str = "queue_full"):
         self.models = models or ["test-model"]
         self.api_key = api_key
         self.delay = delay  # seconds before every answer, to keep a run busy
+        # capacity N: like oMLX with a full queue, refuse (after the 200) any request that
+        # arrives while N are being answered.
+        self.capacity = capacity
+        self.refusal = refusal  # how it refuses: like oMLX 0.5.3 ("queue_full") or a status ("429", "503")
+        self.status = status  # serve oMLX's /api/status, with these extra fields
+        self.models_deep = models_deep
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.script: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd = self._Server(("127.0.0.1", 0), _Handler)
+        self._httpd = self._Server(("127.0.0.1", port), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def admit(self) -> bool:
+        with self._lock:
+            if self.in_flight >= (self.capacity or 0):
+                return False
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     @property
     def base_url(self) -> str:
@@ -244,5 +373,10 @@ class MisbehavingServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop listening: new connections are refused (an outage)."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()

@@ -8,10 +8,13 @@ import sys
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qatcmp.client import ChatClient, RequestFailed
 from qatcmp.config import Config, ModelConfig, load_config
+from qatcmp.preflight import capacity_warning, describe_server
+from qatcmp.redact import mask
 from qatcmp.request import build_request, request_template
 
 CHECK_PROMPT = "What is 17 + 25? Think briefly, then answer with just the number."
@@ -50,20 +53,25 @@ def handle(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",")] if args.models else None
     models = config.select(names)
     config.check_api_keys(models)
-    results = asyncio.run(check_all(config, models, args.max_tokens))
-    print_table(results)
+    results, warnings = asyncio.run(check_all(config, models, args.max_tokens))
+    print_table(results, warnings)
     return 1 if any(r.problems for r in results) else 0
 
 
-async def check_all(config: Config, models: list[ModelConfig], max_tokens: int) -> list[CheckResult]:
+async def check_all(config: Config, models: list[ModelConfig], max_tokens: int) -> tuple[list[CheckResult], list[str]]:
     clients = {name: ChatClient(config.server(name), api_key=config.server(name).api_key())
                for name in dict.fromkeys(m.server for m in models)}
     try:
+        warnings = []
+        for name, client in clients.items():
+            info = await describe_server(client)
+            if (warning := capacity_warning(name, config.server(name).max_concurrency, info)) is not None:
+                warnings.append(warning)
         # Variants sharing a server are checked one after another (a server may swap models).
         results = []
         for model in models:
             results.append(await check_model(config, model, clients[model.server], max_tokens))
-        return results
+        return results, warnings
     finally:
         await asyncio.gather(*(c.aclose() for c in clients.values()))
 
@@ -105,7 +113,7 @@ async def check_model(config: Config, model: ModelConfig, client: ChatClient, ma
     return result
 
 
-def print_table(results: list[CheckResult]) -> None:
+def print_table(results: list[CheckResult], warnings: list[str] = ()) -> None:
     console = Console(file=sys.stdout)
     if not console.is_terminal:
         console = Console(file=sys.stdout, width=200)  # a log file: don't wrap the table
@@ -114,10 +122,13 @@ def print_table(results: list[CheckResult]) -> None:
         table.add_column(column)
     for r in results:
         status = "[red]PROBLEM[/red]" if r.problems else "[green]ok[/green]"
-        table.add_row(r.model, r.server, r.reachable, r.listed, r.reasoning, r.finish, r.latency, r.answer, status)
+        cells = [mask(c) for c in (r.model, r.server, r.reachable, r.listed, r.reasoning, r.finish, r.latency, r.answer)]
+        table.add_row(*(escape(c) for c in cells), status)
     console.print(table)
     for r in results:
         for problem in r.problems:
-            console.print(f"[red]{r.model}[/red]: {problem}", highlight=False)
+            console.print(f"[red]{escape(r.model)}[/red]: {escape(mask(problem))}", highlight=False)
         for note in r.notes:
-            console.print(f"{r.model}: {note}", highlight=False)
+            console.print(mask(f"{r.model}: {note}"), highlight=False, markup=False)
+    for warning in warnings:
+        console.print(mask(f"WARNING: {warning}"), highlight=False, markup=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from qatcmp.commands.run import print_summary, run_in_folder
+from qatcmp.commands.run import print_summary, run_in_folder, saved
 from qatcmp.config import Config, parse_config
 from qatcmp.errors import QatcmpError
 from qatcmp.progress import RunProgress
@@ -100,7 +100,7 @@ def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
         with progress:
             summary = run_in_folder(RunDir(out), runner, command)  # locked, session recorded
     except KeyboardInterrupt:
-        print(f"\nInterrupted: {runner.summary.sent} answers saved in {out}. Resume with:\n  {resume}", file=sys.stderr)
+        print(f"\nInterrupted: {saved(runner.summary)} in {out}. Resume with:\n  {resume}", file=sys.stderr)
         return 130
     print_summary(summary, resume)
     return summary.exit_code

@@ -11,6 +11,7 @@ import sys
 from qatcmp.config import load_config
 from qatcmp.errors import ConfigError, DataError, QatcmpError, describe_os_error
 from qatcmp.progress import RunProgress
+from qatcmp.redact import mask
 from qatcmp.rundir import RunDir, finish_session
 from qatcmp.runlock import RunLock, check_out_folder
 from qatcmp.runner import Runner, RunSummary
@@ -75,12 +76,12 @@ def handle(args: argparse.Namespace) -> int:
         with progress:
             summary = run_in_folder(run, runner, command)
     except KeyboardInterrupt:
-        print(
-            f"\nInterrupted: {runner.summary.sent} answers saved in {run.path}. Resume with:\n  {resume}",
-            file=sys.stderr,
-        )
+        print(mask(f"\nInterrupted: {saved(runner.summary)} in {run.path}. Resume with:\n  {resume}"), file=sys.stderr)
         return 130
     print_summary(summary, resume)
+    for server, why in summary.down.items():
+        print(mask(f"qatcmp: error: {why}; {summary.pending_left} requests not sent. When it is back, resume with: {resume}"),
+              file=sys.stderr)
     return summary.exit_code
 
 
@@ -119,20 +120,39 @@ def _close_session(run: RunDir, sessions_before: int, outcome: str, summary: Run
         finish_session(run, sessions_before, outcome=outcome, sent=summary.sent, errors=summary.errors)
 
 
+def saved(summary: RunSummary) -> str:
+    """'12 answers and 3 error records saved': the two counted apart, exactly."""
+    return f"{summary.answers} answers and {summary.errors} error records saved"
+
+
 def print_summary(summary: RunSummary, resume: str) -> None:
-    out = sys.stdout
-    if summary.sent == 0:
+    out = _Masked(sys.stdout)
+    if summary.sent == 0 and not summary.down:
         print(f"Nothing to do: all {summary.skipped_done} answers are already in {summary.run_dir}.", file=out)
         return
     print(f"Run folder: {summary.run_dir}", file=out)
     for (model, benchmark), stats in sorted(summary.per_model.items()):
-        print(f"  {model:<20} {benchmark:<10} {stats['done']:>5} answers  {stats['errors']:>3} errors  {stats['truncated']:>3} truncated", file=out)
-    print(f"Requests sent: {summary.sent}; already done before: {summary.skipped_done}; model switches: {summary.model_switches}", file=out)
+        print(f"  {model:<20} {benchmark:<10} {stats['done'] - stats['errors']:>5} answers  {stats['errors']:>3} error records  {stats['truncated']:>3} truncated", file=out)
+    print(f"Requests sent: {summary.sent} ({saved(summary)}); retries: {summary.retries}; "
+          f"already done before: {summary.skipped_done}; model switches: {summary.model_switches}", file=out)
     for warning in summary.warnings:
         print(f"WARNING: {warning}", file=out)
     if summary.errors:
         print(f"{summary.errors} requests failed after retries (error records written). Run again to retry them:\n  {resume}", file=out)
     print(f"Next: qatcmp stats {shlex.quote(str(summary.run_dir))}", file=out)
+
+
+class _Masked:
+    """A text stream that masks secrets in what is written to it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(mask(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _split(value: str | None) -> list[str] | None:
