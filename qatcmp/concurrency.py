@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tenacity import AsyncRetrying, retry_if_result, stop_before_delay, wait_exponential
+
 PROBE_FIRST_DELAY = 0.5
 PROBE_MAX_DELAY = 15.0
 
@@ -226,30 +228,35 @@ class ServerGate:
         return True
 
     async def _probe_until_up(self) -> None:
+        """Ask the server with exponential backoff (tenacity) until it answers, or give up
+        after the outage wait: then every waiting request gets ServerDown."""
         assert self._down_since is not None
-        deadline = self._down_since + self.outage_wait
-        delay = PROBE_FIRST_DELAY
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(PROBE_MAX_DELAY, delay * 2)
-            try:
-                up = await self._probe() if self._probe is not None else True
-            except Exception:  # a probe that cannot tell counts as "not yet"
-                up = False
-            if up:
-                self._log(f"server '{self.name}' is back after {time.monotonic() - self._down_since:.0f} s; resuming")
-                self._down_since = None
-                self._connection_failures = 0
-                self._wake()
-                return
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=PROBE_FIRST_DELAY, max=PROBE_MAX_DELAY),
+            # Never sleep past the deadline (counted from the first pause below).
+            stop=stop_before_delay(max(0.0, self.outage_wait - PROBE_FIRST_DELAY)),
+            retry=retry_if_result(lambda up: not up),
+            retry_error_callback=lambda state: False,
+        )
+        # The first probe after the first pause: the failures that closed the gate are fresh.
+        await asyncio.sleep(min(PROBE_FIRST_DELAY, self.outage_wait))
+        if await retrying(self._probe_once):
+            self._log(f"server '{self.name}' is back after {time.monotonic() - self._down_since:.0f} s; resuming")
+            self._down_since = None
+            self._connection_failures = 0
+            self._wake()
+            return
         self._failed = ServerDown(self.name, self.outage_wait, self._down_reason)
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
                 future.set_exception(self._failed)
+
+    async def _probe_once(self) -> bool:
+        try:
+            return await self._probe() if self._probe is not None else True
+        except Exception:  # a probe that cannot tell counts as "not yet"
+            return False
 
     def check_failed(self) -> None:
         if self._failed is not None:
