@@ -160,12 +160,18 @@ def analyse_pair(
     pair_alpha = alpha / family_size
     log_threshold = math.log(family_size / alpha)
     log_e = log_evalue_path(arr, pair_alpha)
-    lower, upper = confidence_sequence_path(arr, pair_alpha)
     running_max = np.maximum.accumulate(log_e) if log_e.size else log_e
+    # The interval is the costly part: build it only up to the look that decides "different"
+    # (the e-value alone says where that is).
+    crossing = [n for n in looks if 0 < n <= arr.size and running_max[n - 1] >= log_threshold]
+    horizon = min(crossing) if crossing else arr.size
+    lower, upper = confidence_sequence_path(arr[:horizon], pair_alpha)
     outcome = PairOutcome()
     for n in looks:
         if n <= 0 or n > arr.size:
             raise ValueError(f"look at {n} questions, but {arr.size} are available")
+        if n > horizon:
+            break  # unreachable: the look at `horizon` decided
         head = arr[:n]
         look = Look(
             questions=int(n),
