@@ -23,6 +23,7 @@ from qatcmp.benchmarks import module_for
 from qatcmp.client import ChatClient, Completion, RequestFailed
 from qatcmp.config import Config, ModelConfig
 from qatcmp.errors import ConfigError, QatcmpError
+from qatcmp.extend import extend_run, is_extension
 from qatcmp.progress import RunProgress
 from qatcmp.records import (
     BenchmarkSelection,
@@ -124,6 +125,8 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
     if run.manifest.exists():
         manifest = run.read_manifest()
         difference = spec_difference(manifest.spec, spec)
+        if difference and is_extension(manifest.spec, spec):
+            return extend_run(run, manifest, spec, plans)  # more of the nested sample: allowed
         if difference:
             raise ConfigError(
                 f"{run.path} already holds a run with a different set-up ({difference}); "
@@ -338,6 +341,7 @@ class Runner:
         current_model: str | None = None
         while (batch := scheduler.next_batch(server)) is not None:
             if not batch:
+                await asyncio.sleep(0.05)  # the scheduler waits for other servers (adaptive blocks)
                 continue
             if current_model is not None and batch[0].model != current_model:
                 self.summary.model_switches += 1
