@@ -16,7 +16,7 @@ is complete; errors are retried only in the block still open.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Literal
@@ -144,72 +144,112 @@ def walk_benchmark(
     models: Sequence[str],
     samples: int,
     settings: AdaptiveSettings,
+    given_up: Set[Key] = frozenset(),
 ) -> BenchmarkWalk:
-    """Replay the blocks of one benchmark from the answers on hand (``correct`` holds a key
-    for every answer recorded, error records included, as wrong)."""
+    """Replay the blocks of one benchmark from the answers on hand.
+
+    ``correct`` holds the correctness of every answer that came back; ``given_up`` the
+    requests that failed and will not be asked again (`--no-retry-errors`): they complete
+    their block, and their question is left out of the pairs of that variant (a server error
+    is not a wrong answer). A failed request that will be retried leaves its block open.
+
+    Each pair is analysed once on every block both its variants have answered (a decision is
+    final, so later looks do not change it); the walk then takes the blocks in order while
+    every variant still needed has answered them."""
     pairs = family_pairs(models, settings.reference)
     walk = BenchmarkWalk(benchmark, budget=len(item_ids))
-    m = len(pairs)
-    outcomes: dict[tuple[str, str], object] = {}
+    blocks = [range(start, min(start + settings.block, walk.budget)) for start in range(0, walk.budget, settings.block)]
+
+    def present(model: str, block: range) -> bool:
+        return all((model, benchmark, item_ids[i], s) in correct or (model, benchmark, item_ids[i], s) in given_up
+                   for i in block for s in range(samples))
+
+    complete = {model: 0 for model in models}  # leading blocks each variant has answered
+    for model in models:
+        while complete[model] < len(blocks) and present(model, blocks[complete[model]]):
+            complete[model] += 1
+    analyses = {pair: _analyse(benchmark, item_ids, correct, pair, min(complete[pair[0]], complete[pair[1]]),
+                               blocks, samples, settings, len(pairs))
+                for pair in pairs}
     undecided = list(pairs)
     while True:
         walk.active = [v for v in models if any(v in pair for pair in undecided)]
-        if not undecided or walk.blocks_done * settings.block >= walk.budget:
+        if not undecided or walk.blocks_done >= len(blocks):
             walk.finished = True
             break
-        block = walk.open_block(settings.block)
-        if not all((v, benchmark, item_ids[i], s) in correct for v in walk.active for i in block for s in range(samples)):
+        if any(complete[v] <= walk.blocks_done for v in walk.active):
             break
         walk.blocks_done += 1
-        n = block.stop
-        looks = list(range(settings.block, n, settings.block)) + [n]
-        for pair in list(undecided):
-            d = _differences(correct, benchmark, item_ids[:n], pair, samples)
-            outcome = analyse_pair(d, looks, alpha=settings.alpha, family_size=m, margin=settings.margin)
-            outcomes[pair] = outcome
-            if outcome.decision != "undecided":
-                undecided.remove(pair)
+        undecided = [pair for pair in undecided if analyses[pair].decided_block != walk.blocks_done]
     for pair in pairs:
-        outcome = outcomes.get(pair)
-        if outcome is not None:
-            walk.pairs[pair] = _pair_decision(benchmark, pair, outcome, settings, m, samples)
+        decision = analyses[pair].up_to(walk.blocks_done)
+        if decision is not None:
+            walk.pairs[pair] = decision
     return walk
 
 
-def _differences(correct: Mapping[Key, bool], benchmark: str, item_ids: Sequence[str], pair: tuple[str, str], samples: int) -> np.ndarray:
+@dataclass
+class _PairAnalysis:
+    """One pair's looks on the blocks both variants answered, kept block by block."""
+
+    looks: list[tuple[int, BlockLook, PairDecision]]  # (block, look, the pair's state then)
+    decided_block: int | None
+
+    def up_to(self, blocks_done: int) -> PairDecision | None:
+        seen = [(block, look, state) for block, look, state in self.looks if block <= blocks_done]
+        if not seen:
+            return None
+        final = seen[-1][2].model_copy()
+        final.history = [look for _, look, _ in seen]
+        return final
+
+
+def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool], pair: tuple[str, str],
+             n_blocks: int, blocks: Sequence[range], samples: int, settings: AdaptiveSettings, m: int) -> _PairAnalysis:
+    d, ends = _differences(correct, benchmark, item_ids, pair, blocks[:n_blocks], samples)
+    # One look per block end; a block whose questions all dropped out adds no look.
+    looks = sorted(set(n for n in ends if n > 0))
+    block_of = {n: ends.index(n) + 1 for n in looks}
+    outcome = analyse_pair(d, looks, alpha=settings.alpha, family_size=m, margin=settings.margin) if looks else None
+    result = _PairAnalysis([], None)
+    if outcome is None:
+        return result
+    for index, look in enumerate(outcome.looks):
+        last = index == len(outcome.looks) - 1
+        decision = outcome.decision if last else "undecided"
+        block = block_of[look.questions]
+        entry = BlockLook(block=block, questions=look.questions, diff=look.diff, interval=look.interval,
+                          e_value=look.max_e_value, p_anytime=min(1.0, m * look.p_anytime), decision=decision)
+        more = None
+        if decision == "undecided":
+            more = more_questions_estimate(look, alpha=settings.alpha, family_size=m, margin=settings.margin,
+                                           binary=samples == 1)
+        state = PairDecision(
+            benchmark=benchmark, a=pair[0], b=pair[1], decision=decision, questions_used=look.questions,
+            a_only=look.a_only, b_only=look.b_only, diff=look.diff, interval=look.interval,
+            e_value=look.max_e_value, p_anytime=entry.p_anytime, more_questions=more,
+        )
+        result.looks.append((block, entry, state))
+        if decision != "undecided":
+            result.decided_block = block
+    return result
+
+
+def _differences(correct: Mapping[Key, bool], benchmark: str, item_ids: Sequence[str], pair: tuple[str, str],
+                 blocks: Sequence[range], samples: int) -> tuple[np.ndarray, list[int]]:
+    """Per-question differences (mean over samples, A minus B) in run order, over the
+    questions both variants answered, and how many of them there are at each block end."""
     a, b = pair
-    rows = [
-        sum(correct[(a, benchmark, item, s)] for s in range(samples)) / samples
-        - sum(correct[(b, benchmark, item, s)] for s in range(samples)) / samples
-        for item in item_ids
-    ]
-    return np.asarray(rows, dtype=float)
-
-
-def _pair_decision(benchmark: str, pair: tuple[str, str], outcome, settings: AdaptiveSettings, m: int, samples: int) -> PairDecision:
-    history = []
-    for index, look in enumerate(outcome.looks, start=1):
-        last = index == len(outcome.looks)
-        history.append(BlockLook(
-            block=-(-look.questions // settings.block),
-            questions=look.questions,
-            diff=look.diff,
-            interval=look.interval,
-            e_value=look.max_e_value,
-            p_anytime=min(1.0, m * look.p_anytime),
-            decision=outcome.decision if last else "undecided",
-        ))
-    final = outcome.looks[-1]
-    more = None
-    if outcome.decision == "undecided":
-        more = more_questions_estimate(final, alpha=settings.alpha, family_size=m, margin=settings.margin,
-                                       binary=samples == 1)
-    return PairDecision(
-        benchmark=benchmark, a=pair[0], b=pair[1], decision=outcome.decision,
-        questions_used=final.questions, a_only=final.a_only, b_only=final.b_only, diff=final.diff,
-        interval=final.interval, e_value=final.max_e_value, p_anytime=min(1.0, m * final.p_anytime),
-        more_questions=more, history=history,
-    )
+    rows: list[float] = []
+    ends: list[int] = []
+    for block in blocks:
+        for i in block:
+            keys_a = [(a, benchmark, item_ids[i], s) for s in range(samples)]
+            keys_b = [(b, benchmark, item_ids[i], s) for s in range(samples)]
+            if all(k in correct for k in keys_a + keys_b):
+                rows.append(sum(correct[k] for k in keys_a) / samples - sum(correct[k] for k in keys_b) / samples)
+        ends.append(len(rows))
+    return np.asarray(rows, dtype=float), ends
 
 
 def build_state(walks: Iterable[BenchmarkWalk], *, settings: AdaptiveSettings, models: Sequence[str], samples: int) -> AdaptiveState:
@@ -246,7 +286,8 @@ class Scorer:
 
     def __init__(self, items: Mapping[tuple[str, str], object], sandbox_factory: Callable[[], Sandbox] | None = None):
         self.items = items
-        self.correct: dict[Key, bool] = {}
+        self.correct: dict[Key, bool] = {}  # answers that came back
+        self.failed: set[Key] = set()  # requests whose latest record is a server error
         self._sandbox_factory = sandbox_factory or (lambda: Sandbox(Limits()))
         self._sandbox: Sandbox | None = None
 
@@ -256,6 +297,11 @@ class Scorer:
             item = self.items.get((record.benchmark, record.item_id))
             if item is None:
                 continue  # not in this run's sample (a shrunk budget): not part of the decisions
+            if not record.ok:
+                self.failed.add(record.key)
+                self.correct.pop(record.key, None)
+                continue
+            self.failed.discard(record.key)
             if record.benchmark == "mmlu_pro":
                 self.correct[record.key] = mmlu_pro.score(record, item, mode="default").correct
             else:
@@ -287,17 +333,18 @@ class AdaptiveController:
         self.servers = {name: body["server"] for name, body in spec.models.items()}
         items = {(item.benchmark, item.item_id): item for item in run.read_items()}
         self.scorer = Scorer(items, sandbox_factory)
-        records = run.read_transcripts()
-        self._errors = {r.key for r in records if not r.ok}
-        self.scorer.add(r for r in records if r.model in self.models)
+        self.scorer.add(r for r in run.read_transcripts() if r.model in self.models)
+        # Requests that failed in this process are not asked again by it (the runner has
+        # retried them already): the run ends with exit code 1 and the same command retries.
+        self._failed_here: set[Key] = set()
         self.steps = 0
         self.state: AdaptiveState | None = None
-        self._logged: set[tuple[str, str, str]] = set()
+        self._logged: set[tuple[str, int]] = set()
 
     def evaluate(self) -> list[BenchmarkWalk]:
         walks = [
             walk_benchmark(name, sel.item_ids, self.scorer.correct, models=self.models, samples=self.samples,
-                           settings=self.settings)
+                           settings=self.settings, given_up=set() if self.retry_errors else self.scorer.failed)
             for name, sel in self.selections.items()
         ]
         self.state = build_state(walks, settings=self.settings, models=self.models, samples=self.samples)
@@ -308,8 +355,7 @@ class AdaptiveController:
     def next_step(self, finished: list[TranscriptRecord]) -> Step | None:
         """The scheduler's hook: the records of the step just finished in, the next step out."""
         self.scorer.add(finished)
-        for record in finished:
-            (self._errors.discard if record.ok else self._errors.add)(record.key)
+        self._failed_here.update(record.key for record in finished if not record.ok)
         walks = self.evaluate()
         units: list[WorkUnit] = []
         blocks = []
@@ -323,7 +369,8 @@ class AdaptiveController:
                 for i in block:
                     for s in range(self.samples):
                         key = (model, walk.benchmark, item_ids[i], s)
-                        if key not in self.scorer.correct or (self.retry_errors and key in self._errors):
+                        missing = key not in self.scorer.correct and (self.retry_errors or key not in self.scorer.failed)
+                        if missing and key not in self._failed_here:
                             units.append(WorkUnit(model, self.servers[model], walk.benchmark, item_ids[i], s))
         if not units:
             return None
@@ -334,18 +381,20 @@ class AdaptiveController:
         return Step(units=units, model_order=order)
 
     def _log_changes(self, walks: list[BenchmarkWalk]) -> None:
+        """One progress line per benchmark and block: every pair's state at that look."""
         for walk in walks:
-            for pair in walk.pairs.values():
-                key = (walk.benchmark, f"{pair.a}|{pair.b}", f"{pair.decision}{pair.questions_used}")
-                if key in self._logged:
-                    continue
-                self._logged.add(key)
-                lo, hi = pair.interval
-                self.log(
-                    f"{walk.benchmark} {pair.a} vs {pair.b}: {pair.decision} after {pair.questions_used} questions "
-                    f"(diff {100 * pair.diff:+.1f} pts, anytime interval [{100 * lo:+.1f}, {100 * hi:+.1f}], "
-                    f"e-value {pair.e_value:.3g}, anytime p {pair.p_anytime:.3g})"
-                )
+            if (walk.benchmark, walk.blocks_done) in self._logged or not walk.pairs:
+                continue
+            self._logged.add((walk.benchmark, walk.blocks_done))
+            states = "; ".join(_pair_state(pair) for pair in walk.pairs.values())
+            asked = min(walk.blocks_done * self.settings.block, walk.budget)
+            self.log(f"{walk.benchmark} block {walk.blocks_done} ({asked}/{walk.budget} questions): {states}")
+
+
+def _pair_state(pair: PairDecision) -> str:
+    lo, hi = pair.interval
+    return (f"{pair.a} vs {pair.b} {pair.decision} at {pair.questions_used} "
+            f"({100 * pair.diff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], anytime p {pair.p_anytime:.3g})")
 
 
 def check_settings(run: RunDir, settings: AdaptiveSettings) -> None:

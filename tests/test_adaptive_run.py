@@ -156,6 +156,9 @@ def test_decides_the_clear_pairs_early_and_stops_asking_the_bad_variant(server, 
     assert blocks == sorted(blocks)
     assert len(set(server.requests)) == len(server.requests)
     check_against_transcripts(out, state)
+    # Progress: one line per block with every pair's state.
+    assert f"mmlu_pro block {bad_used // BLOCK} ({bad_used}/{BUDGET} questions): " in printed.err + printed.out
+    assert f"ref vs bad different at {pairs[('ref', 'bad')]['questions_used']} " in printed.err + printed.out
     assert f"ref vs bad: different after {pairs[('ref', 'bad')]['questions_used']} questions" in printed.err + printed.out
     # The same command again asks nothing more.
     before = len(server.requests)
