@@ -21,7 +21,7 @@ published `pred`, tests/data/tiger_lab_mmlu_pro_llama3_paired_correct.csv.gz), a
 question orders; for the type-I replay each question's two labels are swapped with probability
 1/2 (exchangeable: no difference).
 
-    .venv/bin/python bench/bench_adaptive.py [--reps R] [--block B] [--quick]
+    .venv/bin/python bench/bench_adaptive.py [--reps R] [--block B] [--budget-factor F] [--only TEXT] [--quick]
 """
 
 from __future__ import annotations
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="budget = this x the fixed paired design's n (default 2)")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 reps")
+    ap.add_argument("--only", metavar="TEXT", help="only the scenarios whose name contains TEXT (e.g. 'like', 'replay')")
     args = ap.parse_args(argv)
     reps = 40 if args.quick else args.reps
     started = time.monotonic()
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for index, s in enumerate(scenarios(args.alpha, args.budget_factor, args.block)):
+        if args.only and args.only not in s.name:
+            continue
         r = run_scenario(s, reps=reps, block=args.block, alpha=args.alpha, margin=args.margin, seed=args.seed + index)
         type_one = (f"{r.type_one:.3f} [{r.type_one_ci[0]:.3f},{r.type_one_ci[1]:.3f}]"
                     if r.type_one is not None else "-")
