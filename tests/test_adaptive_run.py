@@ -247,3 +247,18 @@ def test_a_finished_fixed_run_can_be_extended_and_changed_rules_are_refused(serv
     assert main([*fixed, "--mmlu-pro", "100", "--until-decided", "--block", "10"]) == 2
     assert "same settings" in capsys.readouterr().err
     assert main([*fixed, "--mmlu-pro", "100", "--block", "10"]) == 2  # --block without --until-decided
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--block", "0"], "--block must be at least 1"),
+    (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
+    (["--margin", "-0.1"], "--margin must be at least 0"),
+    (["--reference", "nobody"], "--reference 'nobody' is not one of the run's variants"),
+])
+def test_bad_adaptive_options_are_one_line_errors(server, tmp_path, capsys, extra, message):
+    config = tmp_path / "servers.yaml"
+    config.write_text(config_text(server.base_url))
+    assert main([*command(config, tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert server.requests == []  # refused before anything was asked
