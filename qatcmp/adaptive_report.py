@@ -104,7 +104,10 @@ def adaptive_markdown(state: AdaptiveState, *, plot: str | None = ADAPTIVE_PNG) 
                   f"not finished (still asking {', '.join(_md(v) for v in bench.active)}; the same command continues)")
         lines.append(f"- {label}: {bench.blocks_done} blocks, {bench.questions_asked} of a budget of "
                      f"{bench.budget} questions asked; {status}.")
-    lines += ["", FIXED_SAMPLE_NOTE.format(why="it asked in blocks and stopped each pair once it was decided"), ""]
+    lines += ["", "The decision 'different' comes from the e-value, the interval from the betting confidence "
+              "sequence: two anytime-valid procedures, so after a few questions the interval can still reach 0 "
+              "when the e-value has already decided.", ""]
+    lines += [FIXED_SAMPLE_NOTE.format(why="it asked in blocks and stopped each pair once it was decided"), ""]
     if plot:
         lines += [f"![Anytime intervals block by block]({plot})", ""]
     return lines
@@ -131,21 +134,25 @@ def extension_markdown(extensions: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def interval_figure(state: AdaptiveState) -> Figure:
-    """One panel per benchmark: for each pair, the anytime interval (band) and the observed
-    difference (line) at every look, with 0 and ±margin marked."""
+    """One panel per benchmark: for each pair, the observed difference and its anytime
+    interval (bar) at every look, with 0 and ±margin marked."""
     benchmarks = [name for name in state.benchmarks if any(p.benchmark == name and p.history for p in state.pairs)]
     figure = Figure(figsize=(5.2 * max(1, len(benchmarks)) + 0.4, 3.8), layout="constrained")
     axes = figure.subplots(1, max(1, len(benchmarks)), squeeze=False)[0]
     margin = 100 * state.settings.margin
     for ax, name in zip(axes, benchmarks):
         pairs = [p for p in state.pairs if p.benchmark == name and p.history]
+        block = state.settings.block
         for index, pair in enumerate(pairs):
             colour = _COLOURS[index % len(_COLOURS)]
-            n = [h.questions for h in pair.history]
-            ax.fill_between(n, [100 * h.interval[0] for h in pair.history], [100 * h.interval[1] for h in pair.history],
-                            step="post", alpha=0.18, color=colour)
-            ax.plot(n, [100 * h.diff for h in pair.history], marker="o", markersize=3, color=colour,
-                    label=f"{pair.a} vs {pair.b}: {pair.decision} ({pair.questions_used})")
+            # Pairs side by side at each look, so their bars do not hide each other.
+            shift = (index - (len(pairs) - 1) / 2) * block * 0.12
+            n = [h.questions + shift for h in pair.history]
+            diff = [100 * h.diff for h in pair.history]
+            below = [d - 100 * h.interval[0] for d, h in zip(diff, pair.history)]
+            above = [100 * h.interval[1] - d for d, h in zip(diff, pair.history)]
+            ax.errorbar(n, diff, yerr=[below, above], marker="o", markersize=3, capsize=2, linewidth=1,
+                        color=colour, label=f"{pair.a} vs {pair.b}: {pair.decision} ({pair.questions_used})")
         ax.axhline(0, color="black", linewidth=0.8)
         if margin > 0:
             for y in (-margin, margin):
