@@ -402,10 +402,13 @@ def check_settings(run: RunDir, settings: AdaptiveSettings) -> None:
     path = run.path / ADAPTIVE_FILE
     if not path.is_file():
         return
-    try:
-        old = AdaptiveState.model_validate_json(path.read_text(encoding="utf-8")).settings
-    except (OSError, ValueError):
-        return  # unreadable: it is recomputed from the transcripts anyway
+    old = stored_settings(run)
+    if old is None:
+        # The decisions can be recomputed from the transcripts, but not the rule they used.
+        raise ConfigError(
+            f"{path} is unreadable, so the rule this run started with is unknown; delete it and run the same "
+            "command with the original --block, --alpha, --margin and --reference"
+        )
     if old != settings:
         raise ConfigError(
             f"{run.path} is an adaptive run with --block {old.block} --alpha {old.alpha:g} --margin {old.margin:g}"

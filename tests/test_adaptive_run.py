@@ -247,6 +247,15 @@ def test_a_finished_fixed_run_can_be_extended_and_changed_rules_are_refused(serv
     assert main([*fixed, "--mmlu-pro", "100", "--until-decided", "--block", "10"]) == 2
     assert "same settings" in capsys.readouterr().err
     assert main([*fixed, "--mmlu-pro", "100", "--block", "10"]) == 2  # --block without --until-decided
+    # Resuming an adaptive run as a fixed one would ask the whole budget: refused.
+    before = len(server.requests)
+    assert main([*fixed, "--mmlu-pro", "100"]) == 2
+    assert "is an adaptive run: continue it with --until-decided" in capsys.readouterr().err
+    # A tampered adaptive.json: the rule is unknown, so it is refused rather than guessed.
+    (out / "adaptive.json").write_bytes(b"\x00garbage")
+    assert main([*fixed, "--mmlu-pro", "100", "--until-decided", "--block", "20"]) == 2
+    assert "unreadable" in capsys.readouterr().err
+    assert len(server.requests) == before
 
 
 @pytest.mark.parametrize("extra,message", [

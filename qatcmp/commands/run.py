@@ -60,6 +60,10 @@ def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) 
     if not args.until_decided:
         if given:
             raise ConfigError(f"--{next(iter(given))} is an option of adaptive runs: add --until-decided")
+        if (run.path / adaptive.ADAPTIVE_FILE).exists():
+            # Without the flag the whole budget would be asked: hours the user did not ask for.
+            raise ConfigError(f"{run.path} is an adaptive run: continue it with --until-decided "
+                              f"(or delete {adaptive.ADAPTIVE_FILE} there to ask every question of the budget)")
         return None
     # Resuming: the run's own settings, unless given (and then they must match).
     base = adaptive.stored_settings(run) or adaptive.AdaptiveSettings()
