@@ -10,8 +10,9 @@ Everything here is recomputed from the transcripts: `walk_benchmark` replays the
 order, taking for each one the decisions the run took after it, and stops at the first block
 some active variant has not fully answered. So a run killed at any point and started again
 with the same command continues from where it was, with the same decisions, and never asks a
-decided pair again. (An answer that failed with a server error counts as wrong once its block
-is complete; errors are retried only in the block still open.)
+decided pair again. A request that failed with a server error is not a wrong answer: it
+leaves its block open and is asked again (once per invocation; the same command retries), or,
+with `--no-retry-errors`, its question is left out of that variant's pairs.
 """
 
 from __future__ import annotations
