@@ -34,6 +34,7 @@ class KnownAnswersServer:
         self.rules = rules
         self.delay = delay
         self.run_seed = run_seed
+        self.fail: set[tuple[str, str]] = set()  # (model, item_id) answered with HTTP 400
         items, _ = mmlu_pro.load("builtin")
         # The builtin sample holds two questions with the same prompt (6672 and 6673): the
         # request's per-question seed tells them apart.
@@ -68,6 +69,9 @@ class KnownAnswersServer:
                     return
                 with owner._lock:
                     owner.requests.append((model, item.item_id))
+                if (model, item.item_id) in owner.fail:
+                    self._json(400, {"error": {"message": "this question is refused today"}})
+                    return
                 time.sleep(owner.delay)
                 right = owner.rules[model](item)
                 letter = item.answer if right else ("A" if item.answer != "A" else "B")

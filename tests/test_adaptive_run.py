@@ -22,6 +22,7 @@ import pytest
 
 from known_answers_server import KnownAnswersServer, bucket
 from qatcmp.cli import main
+from qatcmp.selection import plan_benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET, BLOCK, MARGIN, ALPHA, SEED = 300, 25, 0.1, 0.05, 5
@@ -271,3 +272,32 @@ def test_bad_adaptive_options_are_one_line_errors(server, tmp_path, capsys, extr
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert server.requests == []  # refused before anything was asked
+
+
+def test_a_failed_request_leaves_its_block_open_until_the_same_command_retries_it(server, tmp_path, capsys):
+    config = tmp_path / "servers.yaml"
+    config.write_text(config_text(server.base_url, models=("ref", "close")))
+    out = tmp_path / "run"
+    first = command(config, out, margin=0, budget=100)
+    # The same seeded sample, to know which question of block 2 to refuse.
+    (plan,) = plan_benchmarks({"mmlu_pro": 100}, {"mmlu_pro": "builtin"}, SEED)
+    victim = plan.selection.item_ids[BLOCK + 3]  # in block 2
+    server.fail.add(("close", victim))
+    capsys.readouterr()
+    assert main(first) == 1  # stopped: the failed answer keeps block 2 open
+    state = json.loads((out / "adaptive.json").read_text())
+    assert state["benchmarks"]["mmlu_pro"]["blocks_done"] == 1 and not state["finished"]
+    asked = Counter(server.requests)
+    assert asked[("close", victim)] == 1  # not hammered: asked once in this invocation
+    assert max(h["questions"] for p in state["pairs"] for h in p["history"]) == BLOCK
+    # Nothing from block 3 was asked while block 2 was open.
+    later = set(plan.selection.item_ids[2 * BLOCK:])
+    assert not any(q in later for _, q in server.requests)
+    assert "not finished: run the same command again" in capsys.readouterr().out
+    server.fail.clear()
+    assert main(first) == 0
+    state = json.loads((out / "adaptive.json").read_text())
+    assert state["finished"] and state["pairs"][0]["questions_used"] == 100
+    assert Counter(server.requests)[("close", victim)] == 2
+    assert max(Counter(server.requests).values()) == 2  # only the failed one was asked twice
+    check_against_transcripts(out, state)
