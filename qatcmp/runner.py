@@ -23,7 +23,8 @@ from qatcmp.benchmarks import module_for
 from qatcmp.client import ChatClient, Completion
 from qatcmp.concurrency import ServerDown, ServerGate
 from qatcmp.config import Config, ModelConfig
-from qatcmp.errors import ConfigError
+from qatcmp.errors import ConfigError, QatcmpError
+from qatcmp.extend import extend_run, is_extension
 from qatcmp.preflight import RunAborted, capacity_warning, check_reachable, describe_server, preflight
 from qatcmp.progress import RunProgress
 from qatcmp.records import (
@@ -135,12 +136,15 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
     if run.manifest.exists():
         manifest = run.read_manifest()
         difference = spec_difference(manifest.spec, spec)
-        if difference:
+        if difference and is_extension(manifest.spec, spec):
+            manifest = extend_run(run, manifest, spec, plans)  # more of the nested sample: allowed
+        elif difference:
             raise ConfigError(
                 f"{run.path} already holds a run with a different set-up ({difference}); "
                 "resume it with its original settings, or choose a new --out"
             )
-        run.read_items(manifest)  # every question there and unchanged, or a one-line refusal
+        else:
+            run.read_items(manifest)  # every question there and unchanged, or a one-line refusal
         start_session(manifest, command=command, config=config.redacted(), version=__version__)
         run.write_manifest(manifest)
         return manifest
@@ -333,6 +337,7 @@ class Runner:
         try:
             while (batch := scheduler.next_batch(server)) is not None:
                 if not batch:
+                    await asyncio.sleep(0.05)  # the scheduler waits for other servers (adaptive blocks)
                     continue
                 if current_model is not None and batch[0].model != current_model:
                     self.summary.model_switches += 1

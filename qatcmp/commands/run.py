@@ -8,6 +8,7 @@ import contextlib
 import shlex
 import sys
 
+from qatcmp import adaptive
 from qatcmp.config import load_config
 from qatcmp.errors import ConfigError, DataError, QatcmpError, describe_os_error
 from qatcmp.progress import RunProgress
@@ -15,6 +16,7 @@ from qatcmp.redact import mask
 from qatcmp.rundir import RunDir, finish_session
 from qatcmp.runlock import RunLock, check_out_folder
 from qatcmp.runner import Runner, RunSummary
+from qatcmp.scheduler import BlockScheduler
 from qatcmp.selection import plan_benchmarks, plans_from_run
 
 # More answers per question than any pass@k estimate needs; a larger number is a typo.
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="comma-separated variant names (default: all in the config)")
     add_selection_options(p)
     p.add_argument("--no-retry-errors", action="store_true", help="on resume, keep earlier error records instead of asking again")
+    add_adaptive_options(p)
     p.add_argument("--plain", action="store_true", help="plain progress lines instead of the live display")
     p.set_defaults(func=handle)
 
@@ -45,6 +48,43 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=1, metavar="K", help="answers per question and variant (default 1)")
     p.add_argument("--mmlu-pro-data", metavar="PATH", help="local MMLU-Pro (jsonl, jsonl.gz, parquet, folder) or 'builtin'")
     p.add_argument("--humaneval-data", metavar="PATH", help="local HumanEval (jsonl, jsonl.gz, parquet, folder) or 'builtin'")
+
+
+def add_adaptive_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adaptive runs (the benchmark counts become the budget)")
+    g.add_argument("--until-decided", action="store_true",
+                   help="ask in blocks and stop once every pair is decided (anytime-valid tests; see README)")
+    g.add_argument("--block", type=int, metavar="B", help=f"questions per block (default {adaptive.DEFAULT_BLOCK})")
+    g.add_argument("--alpha", type=float, help=f"family-wise error rate (default {adaptive.DEFAULT_ALPHA})")
+    g.add_argument("--margin", type=float, metavar="M",
+                   help=f"equivalence margin as a proportion (default {adaptive.DEFAULT_MARGIN} = 5 points; 0: never 'equivalent')")
+    g.add_argument("--reference", metavar="NAME", help="compare each variant against this one (default: every pair)")
+
+
+def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) -> adaptive.AdaptiveSettings | None:
+    given = {k: getattr(args, k) for k in ("block", "alpha", "margin", "reference") if getattr(args, k) is not None}
+    if not args.until_decided:
+        if given:
+            raise ConfigError(f"--{next(iter(given))} is an option of adaptive runs: add --until-decided")
+        if (run.path / adaptive.ADAPTIVE_FILE).exists():
+            # Without the flag the whole budget would be asked: hours the user did not ask for.
+            raise ConfigError(f"{run.path} is an adaptive run: continue it with --until-decided "
+                              f"(or delete {adaptive.ADAPTIVE_FILE} there to ask every question of the budget)")
+        return None
+    # Resuming: the run's own settings, unless given (and then they must match).
+    base = adaptive.stored_settings(run) or adaptive.AdaptiveSettings()
+    settings = base.model_copy(update=given)
+    if settings.block < 1:
+        raise ConfigError("--block must be at least 1")
+    if not 0 < settings.alpha < 1:
+        raise ConfigError("--alpha must be between 0 and 1")
+    if not 0 <= settings.margin < 1:
+        raise ConfigError("--margin must be at least 0 and below 1")
+    if len(models) < 2:
+        raise ConfigError("--until-decided compares variants: give at least two")
+    adaptive.family_pairs(models, settings.reference)  # an unknown --reference is refused here
+    adaptive.check_settings(run, settings)
+    return settings
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -67,11 +107,19 @@ def handle(args: argparse.Namespace) -> int:
             {"mmlu_pro": args.mmlu_pro_data, "humaneval": args.humaneval_data},
             seed,
         )
+    settings = adaptive_settings(args, run, [m.name for m in models])
     command = ["qatcmp", *getattr(args, "argv", [])]
     progress = RunProgress(live=False if args.plain else None)
+    controllers: list[adaptive.AdaptiveController] = []
+    extra = {}
+    if settings is not None:
+        extra["scheduler_factory"] = _block_scheduler_factory(run, [m.name for m in models], settings,
+                                                              not args.no_retry_errors, progress, controllers)
     runner = Runner(config, models, plans, run_dir=run.path, seed=seed, samples=samples, command=command,
-                    retry_errors=not args.no_retry_errors, progress=progress)
+                    retry_errors=not args.no_retry_errors, progress=progress, **extra)
     resume = f"qatcmp run --config {shlex.quote(args.config)} --out {shlex.quote(str(run.path))}"
+    if settings is not None:
+        resume += " --until-decided"
     try:
         with progress:
             summary = run_in_folder(run, runner, command)
@@ -82,6 +130,11 @@ def handle(args: argparse.Namespace) -> int:
     for server, why in summary.down.items():
         print(mask(f"qatcmp: error: {why}; {summary.pending_left} requests not sent. When it is back, resume with: {resume}"),
               file=sys.stderr)
+    if settings is not None:
+        controller = controllers[-1] if controllers else adaptive.AdaptiveController(
+            run, run.read_manifest().spec, [m.name for m in models], settings, retry_errors=not args.no_retry_errors)
+        controller.evaluate()  # adaptive.json from what is on disk now
+        print_adaptive_summary(controller.state, run)
     return summary.exit_code
 
 
@@ -123,6 +176,33 @@ def _close_session(run: RunDir, sessions_before: int, outcome: str, summary: Run
 def saved(summary: RunSummary) -> str:
     """'12 answers and 3 error records saved': the two counted apart, exactly."""
     return f"{summary.answers} answers and {summary.errors} error records saved"
+
+
+def _block_scheduler_factory(run, model_names, settings, retry_errors, progress, holder):
+    """The runner calls this once the run folder is prepared (manifest and items written)."""
+
+    def factory(pending, model_order):
+        controller = adaptive.AdaptiveController(run, run.read_manifest().spec, model_names, settings,
+                                                 retry_errors=retry_errors, log=progress.log)
+        holder.append(controller)
+        servers = list(dict.fromkeys(unit.server for unit in pending))
+        return BlockScheduler(servers, controller.next_step)
+
+    return factory
+
+
+def print_adaptive_summary(state: adaptive.AdaptiveState, run: RunDir) -> None:
+    out = sys.stdout
+    print(f"Adaptive decisions ({state.family}; alpha {state.settings.alpha:g}, margin ±{100 * state.settings.margin:g} points):", file=out)
+    for pair in state.pairs:
+        lo, hi = pair.interval
+        more = f"; about {pair.more_questions} more questions might decide it" if pair.more_questions else ""
+        print(f"  {pair.benchmark:<9} {pair.a} vs {pair.b}: {pair.decision} after {pair.questions_used} questions, "
+              f"diff {100 * pair.diff:+.1f} pts, anytime interval [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+              f"anytime p {pair.p_anytime:.3g}{more}", file=out)
+    status = "every pair decided" if all(p.decision != "undecided" for p in state.pairs) else (
+        "budget spent" if state.finished else "not finished: run the same command again to continue")
+    print(f"  {status}; details in {run.path / adaptive.ADAPTIVE_FILE}", file=out)
 
 
 def print_summary(summary: RunSummary, resume: str) -> None:

@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Adaptive runs against fixed designs (not a test: it prints a table).
+
+For each scenario, many simulated runs ask questions in blocks and stop at the first look
+where `qatcmp.stats.sequential.analyse_pair` decides (the rule `qatcmp run --until-decided`
+uses: mixture e-value >= 1/alpha -> "different"; betting confidence sequence inside ±margin ->
+"equivalent"), or at the budget. Printed per scenario:
+
+- type-I error (a "different" verdict when there is no difference) with its 95% Wilson
+  Monte-Carlo interval;
+- power (a "different" verdict with the right sign) for the adaptive design and, simulated the
+  same way, for the fixed paired design (exact McNemar at its planned n);
+- mean and median questions per model to a decision (undecided runs count the whole budget);
+- the fixed designs' sizes from qatcmp's own planner (`qatcmp.stats.power`): unpaired
+  (Cohen's h, per model) and paired (Connor 1987), same alpha, 80% power.
+
+Scenarios: HumanEval-like (accuracy ~0.9, disagreement 10%, gap 8 points), MMLU-Pro-like
+(~0.55, disagreement 20%, gaps 0/4/8), and replays of real paired outputs: TIGER-Lab's
+Llama-3-8B and Llama-3.1-8B on all 12,032 MMLU-Pro questions (per-question correctness by their
+published `pred`, tests/data/tiger_lab_mmlu_pro_llama3_paired_correct.csv.gz), asked in random
+question orders; for the type-I replay each question's two labels are swapped with probability
+1/2 (exchangeable: no difference).
+
+    .venv/bin/python bench/bench_adaptive.py [--reps R] [--block B] [--budget-factor F] [--only TEXT] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binom
+
+from qatcmp.stats.power import independent_sample_size, paired_sample_size
+from qatcmp.stats.proportions import wilson_interval
+from qatcmp.stats.sequential import analyse_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLAY = ROOT / "tests" / "data" / "tiger_lab_mmlu_pro_llama3_paired_correct.csv.gz"
+
+
+@dataclass
+class Scenario:
+    name: str
+    accuracy: float  # of the better model, for the unpaired design
+    discordance: float
+    gap: float  # true accuracy(A) - accuracy(B)
+    budget: int  # questions per model at most
+    replay: np.ndarray | None = None  # real per-question differences, if a replay
+    swap_labels: bool = False
+
+
+@dataclass
+class Result:
+    type_one: float | None
+    type_one_ci: tuple[float, float] | None
+    power: float | None
+    fixed_paired_power: float | None
+    mean_n: float
+    median_n: float
+    equivalent: float
+    n_unpaired: int | None
+    n_paired: int | None
+
+
+def simulate_differences(rng: np.random.Generator, s: Scenario, n: int) -> np.ndarray:
+    if s.replay is not None:
+        d = rng.permutation(s.replay)[:n]
+        if s.swap_labels:
+            d = d * rng.choice([-1.0, 1.0], size=d.size)
+        return d
+    a_only = (s.discordance + s.gap) / 2
+    b_only = (s.discordance - s.gap) / 2
+    return rng.choice([1.0, -1.0, 0.0], p=[a_only, b_only, 1 - a_only - b_only], size=n)
+
+
+def fixed_paired_power(rng: np.random.Generator, s: Scenario, n: int, reps: int, alpha: float) -> float:
+    """Exact McNemar at the planned n, on the same data model."""
+    hits = 0
+    for _ in range(reps):
+        d = simulate_differences(rng, s, n)
+        b, c = int(np.sum(d > 0)), int(np.sum(d < 0))
+        p = min(1.0, 2 * binom.cdf(min(b, c), b + c, 0.5)) if b + c else 1.0
+        hits += p < alpha and (b - c) * np.sign(s.gap) > 0
+    return hits / reps
+
+
+def run_scenario(s: Scenario, *, reps: int, block: int, alpha: float, margin: float, seed: int) -> Result:
+    rng = np.random.default_rng(seed)
+    looks = list(range(block, s.budget + 1, block))
+    if looks[-1] != s.budget:
+        looks.append(s.budget)
+    used: list[int] = []
+    different = right_sign = equivalent = 0
+    for _ in range(reps):
+        d = simulate_differences(rng, s, s.budget)
+        out = analyse_pair(d, looks, alpha=alpha, family_size=1, margin=margin)
+        used.append(out.decided_at or s.budget)
+        if out.decision == "different":
+            different += 1
+            right_sign += s.gap != 0 and out.looks[-1].diff * s.gap > 0
+        equivalent += out.decision == "equivalent"
+    null = s.gap == 0
+    n_unpaired = n_paired = None
+    fixed_power = None
+    if not null:
+        n_unpaired = independent_sample_size(s.accuracy, s.gap, alpha=alpha, power=0.8)
+        n_paired = paired_sample_size(s.gap, s.discordance, alpha=alpha, power=0.8)
+        fixed_power = fixed_paired_power(rng, s, n_paired, reps, alpha)
+    return Result(
+        type_one=different / reps if null else None,
+        type_one_ci=wilson_interval(different, reps) if null else None,
+        power=None if null else right_sign / reps,
+        fixed_paired_power=fixed_power,
+        mean_n=float(np.mean(used)),
+        median_n=float(statistics.median(used)),
+        equivalent=equivalent / reps,
+        n_unpaired=n_unpaired,
+        n_paired=n_paired,
+    )
+
+
+def load_replay() -> tuple[np.ndarray, float, float]:
+    with gzip.open(REPLAY, "rt", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    old = np.array([int(r["llama3_8b_correct"]) for r in rows], dtype=float)
+    new = np.array([int(r["llama3_1_8b_correct"]) for r in rows], dtype=float)
+    return new - old, float(new.mean()), float(np.mean(new != old))
+
+
+def budget_for(gap: float, discordance: float, alpha: float, factor: float, block: int) -> int:
+    n = paired_sample_size(gap, discordance, alpha=alpha, power=0.8)
+    return int(math.ceil(factor * n / block) * block)
+
+
+def scenarios(alpha: float, factor: float, block: int) -> list[Scenario]:
+    d, accuracy, psi = load_replay()
+    gap = float(d.mean())
+    replay_budget = min(d.size, budget_for(gap, psi, alpha, factor, block))
+    mmlu4 = budget_for(0.04, 0.20, alpha, factor, block)
+    return [
+        Scenario("HumanEval-like  acc .90 psi .10 gap 8", 0.90, 0.10, 0.08, budget_for(0.08, 0.10, alpha, factor, block)),
+        Scenario("MMLU-Pro-like   acc .55 psi .20 gap 8", 0.55, 0.20, 0.08, budget_for(0.08, 0.20, alpha, factor, block)),
+        Scenario("MMLU-Pro-like   acc .55 psi .20 gap 4", 0.55, 0.20, 0.04, mmlu4),
+        Scenario("MMLU-Pro-like   acc .55 psi .20 gap 0", 0.55, 0.20, 0.0, mmlu4),
+        Scenario(f"replay Llama-3 vs 3.1 gap {100 * gap:.1f}", accuracy, psi, gap, replay_budget, replay=d),
+        Scenario("replay, labels swapped (gap 0)", accuracy, psi, 0.0, replay_budget, replay=d, swap_labels=True),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=400, help="simulated runs per scenario (default 400)")
+    ap.add_argument("--block", type=int, default=25, help="questions per block (default 25, as `qatcmp run`)")
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--margin", type=float, default=0.05, help="equivalence margin (default 0.05)")
+    ap.add_argument("--budget-factor", type=float, default=2.0,
+                    help="budget = this x the fixed paired design's n (default 2)")
+    ap.add_argument("--seed", type=int, default=20261201)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 40 reps")
+    ap.add_argument("--only", metavar="TEXT", help="only the scenarios whose name contains TEXT (e.g. 'like', 'replay')")
+    args = ap.parse_args(argv)
+    reps = 40 if args.quick else args.reps
+    started = time.monotonic()
+    print(f"alpha {args.alpha}, block {args.block}, margin ±{args.margin}, budget {args.budget_factor:g}x fixed paired n, "
+          f"{reps} runs per scenario; n = questions per model")
+    header = (f"{'scenario':<40} {'budget':>6} {'type-I [95% MC]':>20} {'power':>6} {'fixed':>6} "
+              f"{'mean n':>7} {'median':>7} {'unpaired':>8} {'paired':>7} {'mean/unp':>8} {'mean/pair':>9} {'equiv':>6}")
+    print(header)
+    print("-" * len(header))
+    for index, s in enumerate(scenarios(args.alpha, args.budget_factor, args.block)):
+        if args.only and args.only not in s.name:
+            continue
+        r = run_scenario(s, reps=reps, block=args.block, alpha=args.alpha, margin=args.margin, seed=args.seed + index)
+        type_one = (f"{r.type_one:.3f} [{r.type_one_ci[0]:.3f},{r.type_one_ci[1]:.3f}]"
+                    if r.type_one is not None else "-")
+        ratio_u = f"{r.mean_n / r.n_unpaired:.2f}" if r.n_unpaired else "-"
+        ratio_p = f"{r.mean_n / r.n_paired:.2f}" if r.n_paired else "-"
+        print(f"{s.name:<40} {s.budget:>6} {type_one:>20} {_f(r.power):>6} {_f(r.fixed_paired_power):>6} "
+              f"{r.mean_n:>7.0f} {r.median_n:>7.0f} {_i(r.n_unpaired):>8} {_i(r.n_paired):>7} {ratio_u:>8} {ratio_p:>9} "
+              f"{r.equivalent:>6.2f}", flush=True)
+    print(f"\nTargets: type-I <= alpha (MC interval's lower end below {args.alpha}); at a real gap mean n <= 0.5x unpaired "
+          "and <= 0.9x paired, at power >= the fixed paired design's.")
+    print(f"({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _i(x: int | None) -> str:
+    return "-" if x is None else str(x)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
