@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 
 from qatcmp.adaptive import ADAPTIVE_FILE, AdaptiveSettings, build_state, walk_benchmark
-from qatcmp.adaptive_report import (
-    ADAPTIVE_PNG,
-    adaptive_markdown,
-    extension_markdown,
-    pair_sentence,
-    read_adaptive,
-    write_adaptive_plot,
-)
+from qatcmp.adaptive_state import read_adaptive
+from qatcmp.report.render.adaptive import ADAPTIVE_PNG, adaptive_markdown, extension_markdown, pair_sentence
+from qatcmp.report.render.png import render_adaptive_png
 from qatcmp.errors import DataError
 from qatcmp.stats.sequential import mixture_evalue
 
@@ -66,9 +61,7 @@ def test_markdown_carries_every_pair_and_the_validity_note():
 
 def test_the_plot_is_a_png_with_one_panel_and_the_report_names_it(tmp_path):
     state, _, _ = _state()
-    name = write_adaptive_plot(state, tmp_path)
-    assert name == ADAPTIVE_PNG
-    data = (tmp_path / name).read_bytes()
+    data = render_adaptive_png(state)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert f"]({ADAPTIVE_PNG})" in "\n".join(adaptive_markdown(state))
     assert f"]({ADAPTIVE_PNG})" not in "\n".join(adaptive_markdown(state, plot=None))

@@ -165,6 +165,15 @@ def test_decides_the_clear_pairs_early_and_stops_asking_the_bad_variant(server, 
     before = len(server.requests)
     assert main(command(config, out)) == 0
     assert len(server.requests) == before
+    # The report leads with the anytime-valid decisions and labels the fixed-sample tests.
+    assert main(["stats", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.index("## Anytime-valid decisions (adaptive run)") < md.index("## Summary")
+    assert "**not valid** for a design that looked at the data" in md
+    assert f"— different, decided after {pairs[('ref', 'bad')]['questions_used']} questions" in md
+    assert "answers missing" not in md  # an adaptive run leaves questions unasked by design
+    assert (out / "adaptive_intervals.png").is_file() and "adaptive_intervals.png" in md
+    assert json.loads((out / "report.json").read_text())["adaptive"]["pairs"] == state["pairs"]
 
 
 def test_variants_alternate_across_blocks(server, tmp_path):
@@ -241,6 +250,10 @@ def test_a_finished_fixed_run_can_be_extended_and_changed_rules_are_refused(serv
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["spec"]["benchmarks"][0]["item_ids"]) == 60
     assert manifest["extensions"][0]["questions_before"] == {"mmlu_pro": 40}
+    # The report of the extended fixed run says its fixed-sample p-values are not valid.
+    assert main(["stats", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "it was extended: MMLU-Pro 40 → 60" in md and "**not valid**" in md
     # Fewer questions is still another experiment.
     assert main([*fixed, "--mmlu-pro", "30"]) == 2
     # Adaptive on top of it, then a change of rule is refused.

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from qatcmp.adaptive_state import ADAPTIVE_FILE, read_adaptive
 from qatcmp.records import RunManifest, ScoreRecord
 from qatcmp.report.build import RunFacts, build_report_from_scores
 from qatcmp.report.model import ExcludedItem, Report
@@ -50,7 +51,9 @@ def run_facts(run: RunDir, manifest: RunManifest, *, check_modes: bool = True) -
     other = other_extract_mode(mode) if check_modes and _has_mmlu_transcripts(run) else None
     return RunFacts(
         setup=build_setup(manifest, meta, mode, mode_chosen=meta.get("mode_chosen_by_user") is True),
-        expected_answers=_expected_answers(manifest, excluded),
+        # An adaptive run stops asking a variant by design: its unasked questions are not
+        # missing answers (the adaptive section says whether the run finished).
+        expected_answers={} if (run.path / ADAPTIVE_FILE).is_file() else _expected_answers(manifest, excluded),
         excluded=excluded,
         other_mode=other,
         other_mode_scores=score_mmlu_in_mode(run, other) if other else None,
@@ -74,7 +77,7 @@ def report_for_run(
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     scored = list(scores) if scores is not None else _scores_for(run)
-    return build_report_from_scores(
+    report = build_report_from_scores(
         scored,
         models=list(manifest.spec.models),
         benchmarks=[b.name for b in manifest.spec.benchmarks],
@@ -86,6 +89,17 @@ def report_for_run(
         select=models,
         facts=run_facts(run, manifest, check_modes=check_modes),
     )
+    _add_design(report, run, manifest)
+    return report
+
+
+def _add_design(report: Report, run: RunDir, manifest: RunManifest) -> None:
+    """An adaptive run's decisions, or a fixed run's extensions: a design that looked at the
+    data, which the report states first."""
+    report.adaptive = read_adaptive(run.path)
+    extensions = getattr(manifest, "extensions", None)
+    if isinstance(extensions, list):
+        report.extensions = [e for e in extensions if isinstance(e, dict)]
 
 
 def build_report(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qatcmp import __version__
+from qatcmp.adaptive_state import AdaptiveState, PairDecision  # noqa: F401  (the renderers' names)
 
 # Schema history: 1 — first version. 2 — set-up section, both extraction modes, Holm-
 # adjusted equivalence and Holm-compatible intervals, --delta sizing, --models, excluded
@@ -264,3 +265,8 @@ class Report(ReportModel):
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     plots: list[str] = Field(default_factory=list)
+    # An adaptive run's decisions (adaptive.json as written by the run; see qatcmp/adaptive.py),
+    # and a fixed run's extensions (the manifest's `extensions`): either makes the
+    # fixed-sample p-values not valid, and the report leads with that.
+    adaptive: AdaptiveState | None = None
+    extensions: list[dict[str, Any]] = Field(default_factory=list)

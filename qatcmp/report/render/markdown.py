@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 
 from qatcmp.report.model import INDEPENDENT_NOTE, INDEPENDENT_NOTE_SAMPLES, BenchmarkReport, ModelResult, PairResult, Report
+from qatcmp.report.render.adaptive import ADAPTIVE_PNG, adaptive_markdown, extension_markdown
 from qatcmp.report.render.markdown_setup import header_lines, setup_section
 from qatcmp.report.wording import VERDICT_WORDS, confidence_text, format_p, p_is, points
 from qatcmp.report.wording import ci_text as _ci
@@ -199,6 +200,7 @@ def render_markdown(report: Report) -> str:
         out += [f"> **⚠ Warning:** {warning}", ""]
     header = header_lines(report)
     out += [*header, ""] if header else []
+    out += _design_lines(report)  # adaptive or extended: the anytime-valid results lead
     out += ["## Summary", ""]
     out += [f"- {p.sentence}" for b in report.benchmarks for p in b.pairs] or ["- (one model: nothing to compare)"]
     out += ["", *(f"{n}" for n in report.notes), ""] if report.notes else [""]
@@ -281,3 +283,13 @@ def _power_lines(bench: BenchmarkReport) -> list[str]:
         else "two-sided"
     )
     return [f"Power (paired design, Connor 1987, {scope}; at the observed disagreement rate):", "", *lines, ""]
+
+
+def _design_lines(report: Report) -> list[str]:
+    """An adaptive run's anytime-valid decisions, or the note that an extended run's
+    fixed-sample p-values are not valid."""
+    if report.adaptive is not None:
+        return adaptive_markdown(report.adaptive, plot=ADAPTIVE_PNG if ADAPTIVE_PNG in report.plots else None)
+    if report.extensions:
+        return extension_markdown(report.extensions)
+    return []

@@ -11,7 +11,8 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from qatcmp.report.model import Report
+from qatcmp.report.model import AdaptiveState, Report
+from qatcmp.report.render.adaptive import ADAPTIVE_PNG, interval_figure
 
 ACCURACY_PNG = "accuracy.png"
 DIFFERENCES_PNG = "differences.png"
@@ -25,7 +26,14 @@ def render_png(report: Report) -> dict[str, bytes]:
         rendered[ACCURACY_PNG] = figure_png(accuracy_figure(report))
     if any(p.diff_ci95 is not None for b in report.benchmarks for p in b.pairs):
         rendered[DIFFERENCES_PNG] = figure_png(differences_figure(report))
+    if report.adaptive is not None and any(p.history for p in report.adaptive.pairs):
+        rendered[ADAPTIVE_PNG] = render_adaptive_png(report.adaptive)
     return rendered
+
+
+def render_adaptive_png(state: AdaptiveState) -> bytes:
+    """The anytime intervals of an adaptive run, look by look."""
+    return figure_png(interval_figure(state))
 
 
 def figure_png(figure: Figure) -> bytes:

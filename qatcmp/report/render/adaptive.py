@@ -1,25 +1,17 @@
-"""The report part of an adaptive or extended run: pure functions from `adaptive.json` (and the
-manifest's extension history) to markdown lines and a PNG of the anytime intervals narrowing
-block by block.
-
-Kept apart from `qatcmp.report` so that the report can put these lines first: after an
-adaptive stop or an extension, the anytime-valid results are the valid ones, and the
-fixed-sample p-values are labelled as not valid for a design that looked at the data.
-"""
+"""The adaptive part of the report, pure: an adaptive run's decisions (or an extended fixed
+run's history) to markdown lines, and the figure of the anytime intervals narrowing block by
+block. The report puts these lines first: after an adaptive stop or an extension the
+anytime-valid results are the valid ones, and the fixed-sample p-values are labelled as not
+valid for a design that looked at the data."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pydantic import ValidationError
 
-from qatcmp.adaptive import ADAPTIVE_FILE, AdaptiveState, PairDecision
-from qatcmp.errors import DataError
+from qatcmp.report.model import AdaptiveState, PairDecision
 
 ADAPTIVE_PNG = "adaptive_intervals.png"
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -31,19 +23,6 @@ FIXED_SAMPLE_NOTE = (
     "in advance and are **not valid** for a design that looked at the data; the anytime-valid "
     "results above are."
 )
-
-
-def read_adaptive(run_path: Path) -> AdaptiveState | None:
-    """adaptive.json of a run folder, or None if the run was not adaptive. A file that is
-    there but unreadable (someone else's folder) is one clear error, not a traceback."""
-    path = Path(run_path) / ADAPTIVE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return AdaptiveState.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError, ValueError) as exc:
-        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise DataError(f"{path}: not a valid adaptive.json ({first[:120]})") from None
 
 
 def _md(text: str) -> str:
@@ -162,21 +141,3 @@ def interval_figure(state: AdaptiveState) -> Figure:
         ax.set_ylabel("difference (points)")
         ax.legend(fontsize=7, loc="best")
     return figure
-
-
-def write_adaptive_plot(state: AdaptiveState, folder: Path) -> str | None:
-    """Write the interval plot next to the report; its file name, or None with nothing to show."""
-    if not any(p.history for p in state.pairs):
-        return None
-    figure = interval_figure(state)
-    FigureCanvasAgg(figure)
-    path = Path(folder) / ADAPTIVE_PNG
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    tmp.replace(path)
-    return ADAPTIVE_PNG
-
-
-def adaptive_json(state: AdaptiveState) -> dict[str, Any]:
-    """What report.json could carry under an `adaptive` key (the same record as adaptive.json)."""
-    return json.loads(state.model_dump_json())
