@@ -97,3 +97,23 @@ def test_stats_command_scores_first_and_takes_a_reference(demo_run):
     assert {(p["a"], p["b"]) for b in report["benchmarks"] for p in b["pairs"]} == {("4bit", "8bit"), ("6bit", "8bit")}
     markdown = (demo_run / "report.md").read_text()
     assert "| 4bit |" in markdown and "differences.png" in markdown
+
+
+def test_the_demo_without_a_sandbox_compares_mmlu_pro_only_and_says_why(tmp_path):
+    """Model code never runs unsandboxed, the demo's own included: with no bubblewrap the demo
+    leaves HumanEval out with one line on how to get it, and still writes the whole report."""
+    pytest.importorskip("mlx_lm")
+    import os
+
+    out = tmp_path / "demo"
+    env = {**os.environ, "QATCMP_BWRAP": str(tmp_path / "no-bwrap")}
+    result = subprocess.run(
+        [sys.executable, "-m", "qatcmp", "demo", "--out", str(out), "--mmlu-pro", "4", "--humaneval", "2", "--plain"],
+        capture_output=True, text=True, timeout=1500, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HumanEval left out: no sandbox for model code here (bubblewrap is not installed" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [b["benchmark"] for b in report["benchmarks"]] == ["mmlu_pro"]
+    assert not list((out / "transcripts").glob("*.humaneval.jsonl"))
+    assert (out / "report.html").is_file() and "report.html" in result.stdout
