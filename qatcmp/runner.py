@@ -38,6 +38,7 @@ from qatcmp.records import (
 )
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir
+from qatcmp.replicas import ReplicaScheduler
 from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 
 # After this many answers with no reasoning from a model set to think, say so.
@@ -48,6 +49,9 @@ ABORT_AT_ONCE = {401, 403, 404}
 ABORT_AFTER_REJECTIONS = 3
 # A server stopped answering and did not come back: distinct from "some error records" (1).
 EXIT_SERVER_DOWN = 3
+# A pulling server with nothing to do now, but work that may come back (in flight at a replica
+# that may go down): how long to wait before asking again.
+PULL_IDLE_WAIT = 0.2
 
 
 @dataclass
@@ -226,7 +230,7 @@ class Runner:
         pending = self.pending_units()
         if not pending:
             return self.summary
-        servers_needed = list(dict.fromkeys(u.server for u in pending))
+        servers_needed = list(dict.fromkeys(s for u in pending for s in self._model_by_name[u.model].servers))
         clients = {
             name: ChatClient(
                 self.config.server(name),
@@ -251,7 +255,7 @@ class Runner:
             for warning in await preflight(self.config, needed, clients, dict(zip(servers_needed, infos))):
                 self._warn(warning)
             self._register_progress(pending)
-            scheduler = self.scheduler_factory(pending, [m.name for m in self.models])
+            scheduler = self._make_scheduler(pending)
             await self._run_all(scheduler, clients, gates)
         finally:
             for writer in self._writers.values():
@@ -270,6 +274,13 @@ class Runner:
         if self._abort is not None:
             raise self._abort
         return self.summary
+
+    def _make_scheduler(self, pending: list[WorkUnit]) -> Scheduler:
+        order = [m.name for m in self.models]
+        if self.scheduler_factory is ModelByModelScheduler and any(m.replicas for m in self.models):
+            # A variant on several servers: each server pulls work as it has free slots.
+            return ReplicaScheduler(pending, order, replicas={m.name: m.servers for m in self.models})
+        return self.scheduler_factory(pending, order)
 
     def _gate(self, name: str, client: ChatClient) -> ServerGate:
         server = self.config.server(name)
@@ -322,6 +333,8 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
+        if getattr(scheduler, "pulls", False):
+            return await self._pull_server(server, scheduler, client, gate)
         current_model: str | None = None
         try:
             while (batch := scheduler.next_batch(server)) is not None:
@@ -335,6 +348,40 @@ class Runner:
             # Its requests stay pending (nothing written for them); the other servers go on.
             self.summary.down[server] = str(exc)
             self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
+
+    async def _pull_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
+        """Keep this server's slots full, asking the scheduler for a request per free slot;
+        if it goes down, its unanswered requests go back to the scheduler for its replicas."""
+        running: set[asyncio.Task] = set()
+        current_model: str | None = None
+        try:
+            while True:
+                if len(running) < max(1, gate.limit):
+                    batch = scheduler.next_batch(server)
+                    if batch is None:
+                        break
+                    if batch:
+                        if current_model is not None and batch[0].model != current_model:
+                            self.summary.model_switches += 1
+                        current_model = batch[0].model
+                        running.update(asyncio.create_task(self._run_unit(u, client, gate, scheduler)) for u in batch)
+                        continue
+                if running:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a ServerDown or an abort stops this server
+                else:
+                    await asyncio.sleep(PULL_IDLE_WAIT)
+        except ServerDown as exc:
+            await _cancel_all(running)
+            returned = scheduler.server_down(server)  # type: ignore[attr-defined]
+            if scheduler.unanswerable() == 0:  # type: ignore[attr-defined]
+                self._warn(f"{exc}; its {len(returned)} unanswered requests went to the other servers of its variants")
+            else:
+                self.summary.down[server] = str(exc)
+                self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
+        finally:
+            await _cancel_all(running)
 
     async def _run_batch(self, batch: list[WorkUnit], client: ChatClient, gate: ServerGate, scheduler: Scheduler) -> None:
         tasks = [asyncio.create_task(self._run_unit(unit, client, gate, scheduler)) for unit in batch]
@@ -445,3 +492,11 @@ class Runner:
     def _warn(self, message: str) -> None:
         self.summary.warnings.append(message)
         self.progress.log(f"WARNING: {message}")
+
+
+async def _cancel_all(tasks: set[asyncio.Task]) -> None:
+    # Requests still in flight are stopped: nothing is written for them, so they stay pending.
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
