@@ -368,8 +368,11 @@ class Runner:
                         continue
                 if running:
                     done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # a ServerDown or an abort stops this server
+                    # A ServerDown or an abort stops this server (every failure is retrieved,
+                    # the first is raised).
+                    failures = [task.exception() for task in done if not task.cancelled() and task.exception()]
+                    if failures:
+                        raise failures[0]
                 else:
                     await asyncio.sleep(PULL_IDLE_WAIT)
         except ServerDown as exc:
