@@ -38,6 +38,7 @@ from qatcmp.records import (
 )
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir
+from qatcmp.replica_check import replica_differences
 from qatcmp.replicas import ReplicaScheduler
 from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 
@@ -248,6 +249,10 @@ class Runner:
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
             self._warn_unreproducible_seeds(infos, servers_needed)
+            for model in self.models:
+                if model.replicas:
+                    for warning in replica_differences(model.name, model.model, {s: manifest.servers[s] for s in model.servers if s in manifest.servers}):
+                        self._warn(warning)
             for name, info in zip(servers_needed, infos):
                 if (warning := capacity_warning(name, self.config.server(name).max_concurrency, info)) is not None:
                     self._warn(warning)
