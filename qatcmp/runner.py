@@ -285,6 +285,8 @@ class Runner:
         if self.scheduler_factory is ModelByModelScheduler and any(m.replicas for m in self.models):
             # A variant on several servers: each server pulls work as it has free slots.
             return ReplicaScheduler(pending, order, replicas={m.name: m.servers for m in self.models})
+        if any(m.replicas for m in self.models):
+            self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
         return self.scheduler_factory(pending, order)
 
     def _gate(self, name: str, client: ChatClient) -> ServerGate:

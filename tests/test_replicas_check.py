@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+
 import pytest
 
 from misbehaving_server import MisbehavingServer
@@ -112,3 +117,28 @@ def test_a_run_over_replicas_of_different_versions_warns_and_records_both(tmp_pa
     assert {r.server for r in records} == {"one", "two"}
     # Only the first replica gets the pre-flight request; every other request is asked once.
     assert sum(asked) in (8, 9) and min(asked) >= 1
+
+
+def test_kill_9_mid_run_over_replicas_then_resume_asks_each_question_once(tmp_path):
+    from test_run_crash import start_run, transcript_lines
+
+    n = 30
+    out = tmp_path / "run"
+    with MisbehavingServer(delay=0.05) as one, MisbehavingServer(delay=0.05) as two:
+        config = tmp_path / "servers.yaml"
+        config.write_text(two_server_config(one.base_url, two.base_url))
+        proc = start_run(config, out, n)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(transcript_lines(out)) < 6:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        written = len(transcript_lines(out))
+        assert 6 <= written < n, "the run should have been killed half-way"
+        resumed = start_run(config, out, n)
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+    records = [json.loads(line) for line in transcript_lines(out)]
+    ids = [r["item_id"] for r in records]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == n
+    assert {r["server"] for r in records} == {"one", "two"}
