@@ -244,8 +244,11 @@ class Runner:
         try:
             infos = await asyncio.gather(*(describe_server(clients[n]) for n in servers_needed))
             for name, info in zip(servers_needed, infos):
-                check_reachable(name, info)
                 manifest.servers[name] = info
+            unreachable = self._unreachable_replicas(servers_needed, infos, pending)
+            for name, info in zip(servers_needed, infos):
+                if name not in unreachable:
+                    check_reachable(name, info)
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
             self._warn_unreproducible_seeds(infos, servers_needed)
@@ -257,10 +260,15 @@ class Runner:
                 if (warning := capacity_warning(name, self.config.server(name).max_concurrency, info)) is not None:
                     self._warn(warning)
             needed = [m for m in self.models if m.name in {u.model for u in pending}]
+            # Each variant is checked on each of its servers (a replica without the model
+            # would fail its share of the questions).
+            needed = [m.model_copy(update={"server": s}) for m in needed for s in m.servers if s not in unreachable]
             for warning in await preflight(self.config, needed, clients, dict(zip(servers_needed, infos))):
                 self._warn(warning)
             self._register_progress(pending)
             scheduler = self._make_scheduler(pending)
+            for name in unreachable:
+                scheduler.server_down(name)  # type: ignore[attr-defined]
             await self._run_all(scheduler, clients, gates)
         finally:
             for writer in self._writers.values():
@@ -279,6 +287,24 @@ class Runner:
         if self._abort is not None:
             raise self._abort
         return self.summary
+
+    def _unreachable_replicas(self, servers: list[str], infos: list[ServerInfo], pending: list[WorkUnit]) -> set[str]:
+        """Replicas that do not answer at the start but whose variants have another server that
+        does: the run goes on without them (with a warning). Any other unreachable server is
+        left to ``check_reachable``, which stops the run."""
+        if not any(m.replicas for m in self.models):
+            return set()
+        down = {name for name, info in zip(servers, infos) if _unreachable(name, info)}
+        variants = {u.model for u in pending}
+        skipped = set()
+        for name in down:
+            users = [m for m in self.models if m.name in variants and name in m.servers]
+            if users and all(any(s not in down for s in m.servers) for m in users):
+                skipped.add(name)
+                info = infos[servers.index(name)]
+                self._warn(f"server '{name}' at {info.base_url} does not answer ({info.error}); "
+                           "its variants run on their other servers")
+        return skipped
 
     def _make_scheduler(self, pending: list[WorkUnit]) -> Scheduler:
         order = [m.name for m in self.models]
@@ -510,3 +536,11 @@ async def _cancel_all(tasks: set[asyncio.Task]) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     tasks.clear()
+
+
+def _unreachable(name: str, info: ServerInfo) -> bool:
+    try:
+        check_reachable(name, info)
+    except RunAborted:
+        return True
+    return False

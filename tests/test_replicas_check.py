@@ -142,3 +142,32 @@ def test_kill_9_mid_run_over_replicas_then_resume_asks_each_question_once(tmp_pa
     ids = [r["item_id"] for r in records]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == n
     assert {r["server"] for r in records} == {"one", "two"}
+
+
+def test_a_replica_that_does_not_answer_at_the_start_is_skipped_with_a_warning(tmp_path, capsys):
+    from qatcmp.demo import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with MisbehavingServer(delay=0.01) as one:
+        config = tmp_path / "servers.yaml"
+        config.write_text(two_server_config(closed, one.base_url))  # the first replica is the dead one
+        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "5",
+                     "--mmlu-pro-data", "builtin", "--plain"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "server 'one'" in err and "its variants run on their other servers" in err
+    records = RunDir(tmp_path / "run").read_transcripts()
+    assert len(records) == 5 and {r.server for r in records} == {"two"}
+
+
+def test_a_variant_whose_only_servers_are_down_still_stops_with_one_line(tmp_path, capsys):
+    from qatcmp.demo import free_port
+
+    config = tmp_path / "servers.yaml"
+    config.write_text(two_server_config(f"http://127.0.0.1:{free_port()}/v1", f"http://127.0.0.1:{free_port()}/v1"))
+    code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "5",
+                 "--mmlu-pro-data", "builtin", "--plain"])
+    err = capsys.readouterr().err
+    assert code != 0
+    (line,) = [line for line in err.splitlines() if line.startswith("qatcmp: error:")]
+    assert "server 'one'" in line
