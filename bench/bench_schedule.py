@@ -20,7 +20,6 @@ is asked for when it has finished) and ``ReplicaScheduler`` (pull a request per 
 from __future__ import annotations
 
 import argparse
-import heapq
 import math
 import random
 import sys

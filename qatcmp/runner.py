@@ -36,10 +36,10 @@ from qatcmp.records import (
     Usage,
     utcnow,
 )
+from qatcmp.replica_check import replica_differences
+from qatcmp.replica_runner import ReplicaRunning
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir
-from qatcmp.replica_check import replica_differences
-from qatcmp.replicas import ReplicaScheduler
 from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 
 # After this many answers with no reasoning from a model set to think, say so.
@@ -50,9 +50,6 @@ ABORT_AT_ONCE = {401, 403, 404}
 ABORT_AFTER_REJECTIONS = 3
 # A server stopped answering and did not come back: distinct from "some error records" (1).
 EXIT_SERVER_DOWN = 3
-# A pulling server with nothing to do now, but work that may come back (in flight at a replica
-# that may go down): how long to wait before asking again.
-PULL_IDLE_WAIT = 0.2
 
 
 @dataclass
@@ -165,7 +162,7 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
 # --------------------------------------------------------------------------- the run
 
 
-class Runner:
+class Runner(ReplicaRunning):
     def __init__(
         self,
         config: Config,
@@ -288,33 +285,6 @@ class Runner:
             raise self._abort
         return self.summary
 
-    def _unreachable_replicas(self, servers: list[str], infos: list[ServerInfo], pending: list[WorkUnit]) -> set[str]:
-        """Replicas that do not answer at the start but whose variants have another server that
-        does: the run goes on without them (with a warning). Any other unreachable server is
-        left to ``check_reachable``, which stops the run."""
-        if not any(m.replicas for m in self.models):
-            return set()
-        down = {name for name, info in zip(servers, infos) if _unreachable(name, info)}
-        variants = {u.model for u in pending}
-        skipped = set()
-        for name in down:
-            users = [m for m in self.models if m.name in variants and name in m.servers]
-            if users and all(any(s not in down for s in m.servers) for m in users):
-                skipped.add(name)
-                info = infos[servers.index(name)]
-                self._warn(f"server '{name}' at {info.base_url} does not answer ({info.error}); "
-                           "its variants run on their other servers")
-        return skipped
-
-    def _make_scheduler(self, pending: list[WorkUnit]) -> Scheduler:
-        order = [m.name for m in self.models]
-        if self.scheduler_factory is ModelByModelScheduler and any(m.replicas for m in self.models):
-            # A variant on several servers: each server pulls work as it has free slots.
-            return ReplicaScheduler(pending, order, replicas={m.name: m.servers for m in self.models})
-        if any(m.replicas for m in self.models):
-            self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
-        return self.scheduler_factory(pending, order)
-
     def _gate(self, name: str, client: ChatClient) -> ServerGate:
         server = self.config.server(name)
         return ServerGate(name, server.max_concurrency, after_failures=server.outage.after_failures,
@@ -381,43 +351,6 @@ class Runner:
             # Its requests stay pending (nothing written for them); the other servers go on.
             self.summary.down[server] = str(exc)
             self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
-
-    async def _pull_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
-        """Keep this server's slots full, asking the scheduler for a request per free slot;
-        if it goes down, its unanswered requests go back to the scheduler for its replicas."""
-        running: set[asyncio.Task] = set()
-        current_model: str | None = None
-        try:
-            while True:
-                if len(running) < max(1, gate.limit):
-                    batch = scheduler.next_batch(server)
-                    if batch is None:
-                        break
-                    if batch:
-                        if current_model is not None and batch[0].model != current_model:
-                            self.summary.model_switches += 1
-                        current_model = batch[0].model
-                        running.update(asyncio.create_task(self._run_unit(u, client, gate, scheduler)) for u in batch)
-                        continue
-                if running:
-                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    # A ServerDown or an abort stops this server (every failure is retrieved,
-                    # the first is raised).
-                    failures = [task.exception() for task in done if not task.cancelled() and task.exception()]
-                    if failures:
-                        raise failures[0]
-                else:
-                    await asyncio.sleep(PULL_IDLE_WAIT)
-        except ServerDown as exc:
-            await _cancel_all(running)
-            returned = scheduler.server_down(server)  # type: ignore[attr-defined]
-            if scheduler.unanswerable() == 0:  # type: ignore[attr-defined]
-                self._warn(f"{exc}; its {len(returned)} unanswered requests went to the other servers of its variants")
-            else:
-                self.summary.down[server] = str(exc)
-                self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
-        finally:
-            await _cancel_all(running)
 
     async def _run_batch(self, batch: list[WorkUnit], client: ChatClient, gate: ServerGate, scheduler: Scheduler) -> None:
         tasks = [asyncio.create_task(self._run_unit(unit, client, gate, scheduler)) for unit in batch]
@@ -529,18 +462,3 @@ class Runner:
         self.summary.warnings.append(message)
         self.progress.log(f"WARNING: {message}")
 
-
-async def _cancel_all(tasks: set[asyncio.Task]) -> None:
-    # Requests still in flight are stopped: nothing is written for them, so they stay pending.
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    tasks.clear()
-
-
-def _unreachable(name: str, info: ServerInfo) -> bool:
-    try:
-        check_reachable(name, info)
-    except RunAborted:
-        return True
-    return False
