@@ -20,6 +20,7 @@ from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
 # A pulling server with nothing to do now, but work that may come back (in flight at a replica
 # that may go down): how long to wait before asking again.
 PULL_IDLE_WAIT = 0.2
+OUTAGE_CHECK_EVERY = 0.5
 
 
 class ReplicaRunning:
@@ -57,6 +58,11 @@ class ReplicaRunning:
         current_model: str | None = None
         try:
             while True:
+                if gate.down and hasattr(scheduler, "give_back"):
+                    await self._lend_out_while_down(server, scheduler, gate, running)
+                    if gate.down:
+                        break  # nothing left that this server could get
+                    continue
                 if len(running) < max(1, gate.limit):
                     batch = scheduler.next_batch(server)
                     if batch is None:
@@ -68,7 +74,9 @@ class ReplicaRunning:
                         running.update(asyncio.create_task(self._run_unit(u, client, gate, scheduler)) for u in batch)
                         continue
                 if running:
-                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    # Woken now and then to notice an outage (its requests wait in the gate).
+                    done, running = await asyncio.wait(running, timeout=OUTAGE_CHECK_EVERY,
+                                                       return_when=asyncio.FIRST_COMPLETED)
                     # A ServerDown or an abort stops this server (every failure is retrieved,
                     # the first is raised).
                     failures = [task.exception() for task in done if not task.cancelled() and task.exception()]
@@ -78,14 +86,28 @@ class ReplicaRunning:
                     await asyncio.sleep(PULL_IDLE_WAIT)
         except ServerDown as exc:
             await _cancel_all(running)
-            returned = scheduler.server_down(server)  # type: ignore[attr-defined]
+            scheduler.server_down(server)  # type: ignore[attr-defined]
             if scheduler.unanswerable() == 0:  # type: ignore[attr-defined]
-                self._warn(f"{exc}; its {len(returned)} unanswered requests went to the other servers of its variants")
+                self._warn(f"{exc}; its unanswered requests went to the other servers of its variants")
             else:
                 self.summary.down[server] = str(exc)
                 self.progress.log(f"WARNING: {exc}; its remaining requests were not sent")
         finally:
             await _cancel_all(running)
+
+    async def _lend_out_while_down(self, server: str, scheduler, gate: ServerGate, running: set[asyncio.Task]) -> None:
+        """The server stopped answering and its gate waits for it (``outage.wait``): its requests
+        go back to the pool meanwhile, for its replicas (the waiting ones were not sent; the
+        ones cut off were not answered), instead of waiting with it. Returns when it is back,
+        or when there is nothing left it could get; raises ServerDown when its gate gives up."""
+        await _cancel_all(running)
+        returned = scheduler.give_back(server)
+        if returned:
+            self.progress.log(f"server '{server}' is not answering: {len(returned)} requests go to its replicas meanwhile")
+        while gate.down and scheduler.may_get_more(server):
+            gate.check_failed()
+            await asyncio.sleep(PULL_IDLE_WAIT)
+        gate.check_failed()
 
 
 async def _cancel_all(tasks: set[asyncio.Task]) -> None:

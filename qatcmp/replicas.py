@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from qatcmp.records import TranscriptRecord
 from qatcmp.scheduler import WorkUnit
 
-# Requests handed out per pull: small, so work stays in the shared pool (for the replicas) as
-# long as possible, but a few so that the samples of one question go to one server together
-# (they share a prompt: its prefix cache hits).
+# Requests handed out per pull: one per free slot, so work stays in the shared pool (for the
+# replicas) as long as possible. The samples of a question are next to each other in the pool,
+# so a server mostly takes them one after another (they share a prompt: prefix caches hit).
 DEFAULT_CHUNK = 1
 # A server joins a variant another server is already running only if at least this many of its
 # requests are still unstarted: joining costs a model switch.
@@ -124,11 +124,24 @@ class ReplicaScheduler:
         if state is None:
             return []
         state.down = True
+        return self.give_back(server)
+
+    def give_back(self, server: str) -> list[WorkUnit]:
+        """This server's unanswered requests go back to the front of their pools (it is in an
+        outage: the other replicas take them meanwhile; it may ask again when it is back)."""
+        state = self._servers.get(server)
+        if state is None:
+            return []
         returned = list(state.out.values())
         state.out.clear()
         for unit in reversed(returned):
             self._pool.setdefault(unit.model, []).insert(0, unit)
         return returned
+
+    def may_get_more(self, server: str) -> bool:
+        """Whether this server may still get work (now or once a replica's work comes back)."""
+        state = self._servers.get(server)
+        return state is not None and not state.down and self._may_get_more(server, state)
 
     def unanswerable(self) -> int:
         """Requests left in the pool with no live server that could answer them."""
