@@ -109,3 +109,17 @@ def test_later_variants_start_with_the_questions_that_were_long_before():
         order.append(batch[0].item_id)
         scheduler.record(batch[0], answered(batch[0], lengths[batch[0].item_id]))
     assert order == sorted(lengths, key=lengths.get, reverse=True)
+
+
+def test_a_replica_in_an_outage_lends_its_work_and_may_ask_again_when_back():
+    scheduler = ReplicaScheduler(units("a", "s1", 3), ["a"], replicas={"a": ["s1", "s2"]})
+    lent = scheduler.next_batch("s1") + scheduler.next_batch("s1")
+    assert [u.server for u in lent] == ["s1", "s1"]
+    assert scheduler.give_back("s1") == lent
+    taken = [scheduler.next_batch("s2")[0] for _ in range(3)]
+    assert sorted(u.key for u in taken) == sorted(u.key for u in units("a", "s1", 3))
+    assert all(u.server == "s2" for u in taken)
+    assert scheduler.may_get_more("s1")  # s2 may still go down: s1 stays ready
+    for unit in taken:
+        scheduler.record(unit, answered(unit))
+    assert not scheduler.may_get_more("s1") and scheduler.next_batch("s1") is None
