@@ -134,6 +134,7 @@ class ReplicaScheduler:
             return []
         returned = list(state.out.values())
         state.out.clear()
+        state.current = None  # not running its variant now: others may join it without regard
         for unit in reversed(returned):
             self._pool.setdefault(unit.model, []).insert(0, unit)
         return returned
