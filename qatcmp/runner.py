@@ -461,4 +461,3 @@ class Runner(ReplicaRunning):
     def _warn(self, message: str) -> None:
         self.summary.warnings.append(message)
         self.progress.log(f"WARNING: {message}")
-
