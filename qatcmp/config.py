@@ -151,12 +151,31 @@ class ServerConfig(Strict):
 
 class ModelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="short name used in reports")
-    server: str
+    server: str  # the first (or only) server; ``replicas`` lists every server of the variant
     model: str = Field(min_length=1, description="the model id sent to the server")
     thinking: bool = True
     sampling: Sampling | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     thinking_switch: ThinkingSwitch | None = None
+    replicas: list[str] = Field(default_factory=list, description="every server of this variant, when several")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_list(cls, data: Any) -> Any:
+        # `server: [mac1, mac2]`: the variant's questions are spread over these servers.
+        if isinstance(data, dict) and isinstance(data.get("server"), list):
+            names = data["server"]
+            if not names or not all(isinstance(n, str) for n in names):
+                raise ValueError("server: a server name, or a non-empty list of server names")
+            if len(set(names)) != len(names):
+                raise ValueError("server: a server is listed twice")
+            data = {**data, "server": names[0], "replicas": names if len(names) > 1 else []}
+        return data
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server that may answer this variant's questions."""
+        return self.replicas or [self.server]
 
 
 class Defaults(Strict):
@@ -174,11 +193,14 @@ class Config(Strict):
         _require_unique("models", [m.name for m in self.models])
         known = {s.name for s in self.servers}
         for index, model in enumerate(self.models):
-            if model.server not in known:
-                raise ValueError(
-                    f"models[{index}].server: unknown server '{model.server}' "
-                    f"(servers: {', '.join(sorted(known))})"
-                )
+            for name in model.servers:
+                if name not in known:
+                    raise ValueError(
+                        f"models[{index}].server: unknown server '{name}' "
+                        f"(servers: {', '.join(sorted(known))})"
+                    )
+            if model.replicas and model.replicas[0] != model.server:
+                raise ValueError(f"models[{index}].replicas: must start with its server '{model.server}'")
         return self
 
     def server(self, name: str) -> ServerConfig:
@@ -205,7 +227,7 @@ class Config(Strict):
 
     def check_api_keys(self, models: list[ModelConfig]) -> None:
         """Fail early, before any request, when a needed key is missing."""
-        for name in dict.fromkeys(m.server for m in models):
+        for name in dict.fromkeys(s for m in models for s in m.servers):
             self.server(name).api_key()
 
     def redacted(self) -> dict[str, Any]:

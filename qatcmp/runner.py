@@ -37,6 +37,8 @@ from qatcmp.records import (
     Usage,
     utcnow,
 )
+from qatcmp.replica_check import replica_differences
+from qatcmp.replica_runner import ReplicaRunning
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir, item_hashes, start_session
 from qatcmp.runlock import LOCK_NAME
@@ -170,7 +172,7 @@ def prepare_run_dir(run: RunDir, config: Config, spec: RunSpec, plans: list[Benc
 # --------------------------------------------------------------------------- the run
 
 
-class Runner:
+class Runner(ReplicaRunning):
     def __init__(
         self,
         config: Config,
@@ -236,7 +238,7 @@ class Runner:
         pending = self.pending_units()
         if not pending:
             return self.summary
-        servers_needed = list(dict.fromkeys(u.server for u in pending))
+        servers_needed = list(dict.fromkeys(s for u in pending for s in self._model_by_name[u.model].servers))
         clients = {
             name: ChatClient(
                 self.config.server(name),
@@ -249,19 +251,31 @@ class Runner:
         try:
             infos = await asyncio.gather(*(describe_server(clients[n]) for n in servers_needed))
             for name, info in zip(servers_needed, infos):
-                check_reachable(name, info)
                 manifest.servers[name] = info
+            unreachable = self._unreachable_replicas(servers_needed, infos, pending)
+            for name, info in zip(servers_needed, infos):
+                if name not in unreachable:
+                    check_reachable(name, info)
             manifest.updated_at = utcnow()
             self.run.write_manifest(manifest)
             self._warn_unreproducible_seeds(infos, servers_needed)
+            for model in self.models:
+                if model.replicas:
+                    for warning in replica_differences(model.name, model.model, {s: manifest.servers[s] for s in model.servers if s in manifest.servers}):
+                        self._warn(warning)
             for name, info in zip(servers_needed, infos):
                 if (warning := capacity_warning(name, self.config.server(name).max_concurrency, info)) is not None:
                     self._warn(warning)
             needed = [m for m in self.models if m.name in {u.model for u in pending}]
+            # Each variant is checked on each of its servers (a replica without the model
+            # would fail its share of the questions).
+            needed = [m.model_copy(update={"server": s}) for m in needed for s in m.servers if s not in unreachable]
             for warning in await preflight(self.config, needed, clients, dict(zip(servers_needed, infos))):
                 self._warn(warning)
             self._register_progress(pending)
-            scheduler = self.scheduler_factory(pending, [m.name for m in self.models])
+            scheduler = self._make_scheduler(pending)
+            for name in unreachable:
+                scheduler.server_down(name)  # type: ignore[attr-defined]
             await self._run_all(scheduler, clients, gates)
         finally:
             for writer in self._writers.values():
@@ -333,6 +347,8 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
+        if getattr(scheduler, "pulls", False):
+            return await self._pull_server(server, scheduler, client, gate)
         current_model: str | None = None
         try:
             while (batch := scheduler.next_batch(server)) is not None:

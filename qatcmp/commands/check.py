@@ -15,6 +15,7 @@ from qatcmp.client import ChatClient, RequestFailed
 from qatcmp.config import Config, ModelConfig, load_config
 from qatcmp.preflight import capacity_warning, describe_server
 from qatcmp.redact import mask
+from qatcmp.replica_check import replica_differences
 from qatcmp.request import build_request, request_template
 
 CHECK_PROMPT = "What is 17 + 25? Think briefly, then answer with just the number."
@@ -60,24 +61,31 @@ def handle(args: argparse.Namespace) -> int:
 
 async def check_all(config: Config, models: list[ModelConfig], max_tokens: int) -> tuple[list[CheckResult], list[str]]:
     clients = {name: ChatClient(config.server(name), api_key=config.server(name).api_key())
-               for name in dict.fromkeys(m.server for m in models)}
+               for name in dict.fromkeys(s for m in models for s in m.servers)}
     try:
         warnings = []
+        infos = {}
         for name, client in clients.items():
-            info = await describe_server(client)
+            info = infos[name] = await describe_server(client)
             if (warning := capacity_warning(name, config.server(name).max_concurrency, info)) is not None:
                 warnings.append(warning)
-        # Variants sharing a server are checked one after another (a server may swap models).
+        for model in models:
+            if model.replicas:
+                warnings += replica_differences(model.name, model.model, {s: infos[s] for s in model.servers})
+        # Variants sharing a server are checked one after another (a server may swap models);
+        # a variant on several servers is checked on each.
         results = []
         for model in models:
-            results.append(await check_model(config, model, clients[model.server], max_tokens))
+            for server in model.servers:
+                results.append(await check_model(config, model, clients[server], max_tokens, server=server))
         return results, warnings
     finally:
         await asyncio.gather(*(c.aclose() for c in clients.values()))
 
 
-async def check_model(config: Config, model: ModelConfig, client: ChatClient, max_tokens: int) -> CheckResult:
-    result = CheckResult(model=model.name, server=model.server)
+async def check_model(config: Config, model: ModelConfig, client: ChatClient, max_tokens: int,
+                      server: str | None = None) -> CheckResult:
+    result = CheckResult(model=model.name, server=server or model.server)
     try:
         listed = await client.list_models()
         result.reachable = "yes"

@@ -1,0 +1,212 @@
+"""How long a comparison takes under qatcmp's scheduler, against a lower bound and against
+the variant-by-variant order - a pure simulation, no network.
+
+The simulated server batches continuously: every request in flight advances at a per-request
+rate that falls with the number in flight (aggregate throughput grows, then saturates);
+a request's work is its prompt (at the prefill rate) plus its answer (at the decode rate).
+Answer lengths are heavy-tailed like thinking answers (a few hundred to 32k tokens), and a
+question's length is shared by the variants (hard questions are long for every quantization)
+with per-variant noise. Loading a model costs ``--switch`` seconds; a server that holds one
+model at a time loads only when idle, one that holds two loads while the other's answers finish.
+
+The schedulers are the runner's own classes, driven through the ``Scheduler`` protocol from a
+discrete-event loop: ``ModelByModelScheduler`` (today: a whole variant is one batch, the next
+is asked for when it has finished) and ``ReplicaScheduler`` (pull a request per free slot).
+
+    python bench/bench_schedule.py            # the table
+    python bench/bench_schedule.py --quick    # fewer questions
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qatcmp.records import TranscriptRecord, Usage, utcnow  # noqa: E402
+from qatcmp.replicas import ReplicaScheduler  # noqa: E402
+from qatcmp.scheduler import ModelByModelScheduler, WorkUnit  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    slots: int = 8
+    decode_tps: float = 30.0  # one request alone
+    prefill_tps: float = 600.0
+    slowdown: float = 0.12  # per-request rate = alone / (1 + slowdown * (n - 1))
+    switch_s: float = 25.0
+    resident: int = 1
+
+    def rate(self, n: int) -> float:
+        """Decode-token equivalents per second for each of n requests in flight."""
+        return self.decode_tps / (1.0 + self.slowdown * (max(n, 1) - 1))
+
+    def work(self, prompt: int, answer: int) -> float:
+        return answer + prompt * self.decode_tps / self.prefill_tps
+
+
+@dataclass
+class _Server:
+    name: str
+    loaded: list[str] = field(default_factory=list)  # most recent last
+    loading: tuple[str, float] | None = None  # (model, ready at)
+    waiting: list[WorkUnit] = field(default_factory=list)  # handed out, not started
+    running: dict[tuple, tuple[WorkUnit, float]] = field(default_factory=dict)  # key -> (unit, work left)
+    batch_mode: bool = False
+    exhausted: bool = False
+    switches: int = 0
+
+
+def make_workload(variants: int, questions: int, seed: int) -> dict[tuple[str, str], tuple[int, int]]:
+    rng = random.Random(seed)
+    lengths = {}
+    for q in range(questions):
+        base = rng.lognormvariate(math.log(1800), 1.0)  # heavy tail: median 1.8k, p99 ~18k
+        prompt = int(rng.uniform(100, 1500))
+        for v in range(variants):
+            answer = int(min(32768, max(200, base * rng.lognormvariate(0, 0.3))))
+            lengths[(f"v{v}", f"q{q}")] = (prompt, answer)
+    return lengths
+
+
+def _record(unit: WorkUnit, answer: int) -> TranscriptRecord:
+    now = utcnow()
+    return TranscriptRecord(model=unit.model, benchmark=unit.benchmark, item_id=unit.item_id, sample=unit.sample,
+                            server=unit.server, messages=[{"role": "user", "content": "q"}], request={},
+                            content="a", usage=Usage(completion_tokens=answer), started_at=now, finished_at=now)
+
+
+def simulate(scheduler, lengths, model: ServerModel) -> tuple[float, int]:
+    """Run the scheduler to the end; return (makespan s, model loads)."""
+    batch_mode = not getattr(scheduler, "pulls", False)
+    servers = {name: _Server(name, batch_mode=batch_mode) for name in scheduler.servers()}
+    now = 0.0
+    while True:
+        for server in servers.values():
+            _refill(server, scheduler, model, now)
+        active = [s for s in servers.values() if s.running or s.loading or s.waiting]
+        if not active:
+            break
+        # Next event: a load finishing or a request finishing, whichever is first.
+        dt = math.inf
+        for s in active:
+            if s.loading:
+                dt = min(dt, s.loading[1] - now)
+            if s.running:
+                rate = model.rate(len(s.running))
+                dt = min(dt, min(left for _, left in s.running.values()) / rate)
+        if dt is math.inf:
+            raise RuntimeError("simulation stalled")
+        now += max(dt, 0.0)
+        for s in active:
+            if s.loading and s.loading[1] <= now + 1e-9:
+                s.loaded.append(s.loading[0])
+                s.loading = None
+            if s.running:
+                rate = model.rate(len(s.running))
+                for key, (unit, left) in list(s.running.items()):
+                    left -= rate * dt
+                    if left <= 1e-6:
+                        del s.running[key]
+                        scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1]))
+                    else:
+                        s.running[key] = (unit, left)
+    return now, sum(s.switches for s in servers.values())
+
+
+def _refill(server: _Server, scheduler, model: ServerModel, now: float) -> None:
+    while True:
+        _start_waiting(server, model, now)
+        if server.exhausted or len(server.running) + len(server.waiting) >= model.slots:
+            return
+        if server.batch_mode and (server.running or server.waiting):
+            return  # today's runner: the next batch once the whole batch has finished
+        batch = scheduler.next_batch(server.name)
+        if batch is None:
+            server.exhausted = True
+            return
+        if not batch:
+            return
+        server.waiting.extend(batch)
+
+
+def _start_waiting(server: _Server, model: ServerModel, now: float) -> None:
+    while server.waiting and len(server.running) < model.slots and server.loading is None:
+        unit = server.waiting[0]
+        if unit.model not in server.loaded:
+            in_use = {u.model for u, _ in server.running.values()}
+            if len(server.loaded) >= model.resident:
+                evictable = [m for m in server.loaded if m not in in_use]
+                if not evictable:
+                    return  # wait for the loaded models' answers to finish
+                server.loaded.remove(evictable[0])
+            server.loading = (unit.model, now + model.switch_s)
+            server.switches += 1
+            return
+        server.waiting.pop(0)
+        prompt, answer = LENGTHS[(unit.model, unit.item_id)]
+        server.running[unit.key] = (unit, model.work(prompt, answer))
+
+
+LENGTHS: dict = {}
+
+
+def lower_bound(lengths, variants: int, n_servers: int, model: ServerModel) -> float:
+    """Total work / total capacity plus the loads that cannot be avoided; and no less than the
+    longest single request running alone after one load."""
+    total = sum(model.work(p, a) for p, a in lengths.values())
+    capacity = n_servers * model.slots * model.rate(model.slots)
+    loads = max(variants, n_servers) if model.resident == 1 else n_servers  # blocking loads
+    by_capacity = total / capacity + loads * model.switch_s / n_servers
+    longest = model.switch_s + max(model.work(p, a) for p, a in lengths.values()) / model.rate(1)
+    return max(by_capacity, longest)
+
+
+def units_for(lengths, variants: int, servers: list[str]) -> list[WorkUnit]:
+    # Today's placement: each variant on one server, round robin.
+    return [WorkUnit(m, servers[int(m[1:]) % len(servers)], "mmlu_pro", q, 0) for (m, q) in lengths]
+
+
+def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel) -> tuple[float, float, float, int, int]:
+    global LENGTHS
+    LENGTHS = lengths = make_workload(variants, questions, seed)
+    servers = [f"s{i}" for i in range(n_servers)]
+    order = [f"v{v}" for v in range(variants)]
+    today, today_loads = simulate(ModelByModelScheduler(units_for(lengths, variants, servers), order), lengths, model)
+    replicas = {m: servers for m in order}  # every variant may run on every server
+    ours, our_loads = simulate(ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
+                                                resident={s: model.resident for s in servers}), lengths, model)
+    return lower_bound(lengths, variants, n_servers, model), today, ours, today_loads, our_loads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 questions, 2 seeds")
+    parser.add_argument("--variants", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--switch", type=float, default=25.0, help="seconds to load a model")
+    args = parser.parse_args(argv)
+    questions, seeds = (100, (1, 2)) if args.quick else (300, (1, 2, 3))
+    print(f"{args.variants} variants x {questions} questions, {args.slots} slots/server, load {args.switch:.0f} s, "
+          f"answers 200..32768 tokens (lognormal, median 1.8k); mean over seeds {list(seeds)}")
+    print(f"{'servers':>7} {'resident':>8} {'bound s':>9} {'today s':>9} {'qatcmp s':>9} {'today/bound':>11} "
+          f"{'qatcmp/bound':>12} {'loads today/qatcmp':>18}")
+    for resident in (1, 2):
+        for n_servers in (1, 2, 3, 4):
+            model = ServerModel(slots=args.slots, switch_s=args.switch, resident=resident)
+            runs = [run_case(args.variants, n_servers, questions, seed, model) for seed in seeds]
+            bound, today, ours = (sum(r[i] for r in runs) / len(runs) for i in range(3))
+            loads_today = sum(r[3] for r in runs) / len(runs)
+            loads_ours = sum(r[4] for r in runs) / len(runs)
+            print(f"{n_servers:>7} {resident:>8} {bound:>9.0f} {today:>9.0f} {ours:>9.0f} {today / bound:>11.2f} "
+                  f"{ours / bound:>12.2f} {loads_today:>8.1f}/{loads_ours:<9.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
