@@ -19,7 +19,7 @@ import pytest
 from html_browser import chromium, file_url, find_browser
 from qatcmp.cli import main
 from qatcmp.config import parse_config
-from qatcmp.rundir import RunDir, read_jsonl_objects, write_text_atomic
+from qatcmp.rundir import RunDir, object_sha256, read_jsonl_objects, write_text_atomic
 from qatcmp.runner import Runner
 from qatcmp.selection import plan_benchmarks
 
@@ -295,6 +295,11 @@ def hostile_run(demo_run, tmp_path, listener) -> tuple[Path, str, str]:
     target["options"][1] = text
     target["category"] = "cat " + text
     write_text_atomic(out / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    # A hostile dataset, not an edit after the run: the manifest's item hashes say so.
+    rd = RunDir(out)
+    manifest = rd.read_manifest()
+    manifest.item_hashes.setdefault("mmlu_pro", {})[target["item_id"]] = object_sha256(target)
+    rd.write_manifest(manifest)
     for model in ("4bit", "6bit", "8bit"):
         path = out / "transcripts" / f"{model}.mmlu_pro.jsonl"
         records = list(read_jsonl_objects(path))
