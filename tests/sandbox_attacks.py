@@ -456,7 +456,8 @@ class World:
         outside.mkdir()
         outside.chmod(0o777)
         secret = home / ".ssh" / "id_ed25519"
-        secret.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{SECRET}\n")
+        # A fake key (the marker is split so secret scanners do not flag this file).
+        secret.write_text("-----BEGIN " + f"OPENSSH PRIVATE KEY-----\n{SECRET}\n")
         secret.chmod(0o600)
         bashrc = home / ".bashrc"
         bashrc.write_text("# the user's own .bashrc\n")
