@@ -60,9 +60,17 @@ def command(config: Path, out: Path, *, margin: float = MARGIN, budget: int = BU
 
 
 def raw_lines(out: Path) -> list[dict]:
+    """Every complete record; a file's last line may be half written (read while the run
+    writes it, or cut by kill -9: the run's torn-tail repair drops it on resume)."""
     rows = []
     for path in sorted((out / "transcripts").glob("*.jsonl")):
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        rows += [json.loads(line) for line in lines[:-1]]
+        if lines:
+            try:
+                rows.append(json.loads(lines[-1]))
+            except ValueError:
+                pass
     return rows
 
 
