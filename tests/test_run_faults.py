@@ -49,10 +49,18 @@ def run_once(config_text: str, out: Path, *, mmlu: int = 1, retry_errors: bool =
 
 
 def raw_records(out: Path) -> list[dict]:
-    lines = []
+    """Every complete record; a file's last line may be half written when it is read while a
+    run writes it (the run's torn-tail repair drops such a line on resume)."""
+    records = []
     for path in RunDir(out).transcript_files():
-        lines += [json.loads(line) for line in path.read_text().splitlines()]
-    return lines
+        lines = path.read_text().splitlines()
+        records += [json.loads(line) for line in lines[:-1]]
+        if lines:
+            try:
+                records.append(json.loads(lines[-1]))
+            except ValueError:
+                pass
+    return records
 
 
 FAULTS_STREAMING = [
