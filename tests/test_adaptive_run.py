@@ -23,6 +23,7 @@ import pytest
 from known_answers_server import KnownAnswersServer, bucket
 from qatcmp.cli import main
 from qatcmp.selection import plan_benchmarks
+from test_run_faults import raw_records as raw_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET, BLOCK, MARGIN, ALPHA, SEED = 300, 25, 0.1, 0.05, 5
@@ -57,21 +58,6 @@ def config_text(base_url: str, models=("ref", "close", "bad")) -> str:
 def command(config: Path, out: Path, *, margin: float = MARGIN, budget: int = BUDGET) -> list[str]:
     return ["run", "--config", str(config), "--out", str(out), "--mmlu-pro", str(budget), "--mmlu-pro-data", "builtin",
             "--seed", str(SEED), "--until-decided", "--block", str(BLOCK), "--margin", str(margin), "--plain"]
-
-
-def raw_lines(out: Path) -> list[dict]:
-    """Every complete record; a file's last line may be half written (read while the run
-    writes it, or cut by kill -9: the run's torn-tail repair drops it on resume)."""
-    rows = []
-    for path in sorted((out / "transcripts").glob("*.jsonl")):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        rows += [json.loads(line) for line in lines[:-1]]
-        if lines:
-            try:
-                rows.append(json.loads(lines[-1]))
-            except ValueError:
-                pass
-    return rows
 
 
 def independent_correctness(out: Path) -> dict[tuple[str, str], bool]:
