@@ -129,3 +129,19 @@ def _answer(rng: random.Random, model: str, item, sample: int, right: bool, medi
     )
     score = ScoreRecord(**{**ScoreRecord.fields_from(record), **score_fields})
     return record, score
+
+
+def add_adaptive_state(run: RunDir, *, block: int = 10, margin: float = 0.1) -> None:
+    """Make a synthetic run an adaptive one: adaptive.json as the run would have written it,
+    from the real replay (walk_benchmark) over the run's own scores."""
+    from qatcmp.adaptive import ADAPTIVE_FILE, AdaptiveSettings, build_state, walk_benchmark
+    from qatcmp.rundir import write_json_atomic
+
+    spec = run.read_manifest().spec
+    models = list(spec.models)
+    correct = {(s.model, s.benchmark, s.item_id, s.sample): s.correct for s in run.read_scores()}
+    settings = AdaptiveSettings(block=block, margin=margin)
+    walks = [walk_benchmark(sel.name, sel.item_ids, correct, models=models, samples=spec.samples, settings=settings)
+             for sel in spec.benchmarks]
+    state = build_state(walks, settings=settings, models=models, samples=spec.samples)
+    write_json_atomic(run.path / ADAPTIVE_FILE, state.model_dump(mode="json"))

@@ -230,3 +230,160 @@ def test_view_without_a_report_is_one_clear_error(tmp_path, capsys):
     assert err.startswith("qatcmp: error:") and "qatcmp stats" in err and len(err.splitlines()) == 1
     assert main(["view", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- adaptive runs
+
+HOSTILE_MODELS = ("4bit", '<img src=x onerror="window.__p=1">', "q|8\"'&</td>")
+
+
+class AdaptiveTable(HTMLParser):
+    """The rows of the page's decisions table (#adaptive-pairs): attributes and cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[tuple[dict, list[str]]] = []
+        self._inside = self._cell = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id") == "adaptive-pairs":
+            self._inside = True
+        elif self._inside and tag == "tr" and "data-a" in attrs:
+            self.rows.append((attrs, []))
+        elif self._inside and self.rows and tag in ("td", "th"):
+            self._cell = True
+            self.rows[-1][1].append("")
+
+    def handle_data(self, data):
+        if self._cell:
+            self.rows[-1][1][-1] += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._cell = False
+        elif tag == "table":
+            self._inside = False
+
+
+@pytest.fixture()
+def adaptive_run(tmp_path):
+    from html_synthetic import add_adaptive_state
+
+    run = make_run(tmp_path / "adaptive", models=HOSTILE_MODELS, mmlu_pro=120, humaneval=0, seed=2, reasoning_median=300,
+                   accuracy=dict(zip(HOSTILE_MODELS, (0.4, 0.8, 0.82))))
+    add_adaptive_state(run, block=20, margin=0.1)
+    report = report_of(run.path)
+    write_report(report, run.path)
+    return run.path
+
+
+def recomputed_pairs(folder: Path) -> dict[tuple[str, str], dict]:
+    """Each pair's counts, difference, e-value and decision point from the raw files (the
+    manifest's question order, scores.jsonl), without qatcmp's code."""
+    from test_adaptive_run import exact_max_e
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    order = manifest["spec"]["benchmarks"][0]["item_ids"]
+    models = list(manifest["spec"]["models"])
+    correct = {(s["model"], s["item_id"]): s["correct"] for s in read_jsonl_objects(folder / "scores.jsonl")}
+    adaptive = json.loads((folder / "adaptive.json").read_text())
+    block, alpha = adaptive["settings"]["block"], adaptive["settings"]["alpha"]
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    threshold = len(pairs) / alpha
+    out = {}
+    for a, b in pairs:
+        d = [int(correct[(a, q)]) - int(correct[(b, q)]) for q in order]
+        ends = list(range(block, len(order) + 1, block))
+        crossed = [k for k in ends if float(exact_max_e([x for x in d[:k] if x])) >= threshold]
+        n = crossed[0] if crossed else None
+        out[(a, b)] = {"crossed_at": n, "d": d}
+    return out
+
+
+def test_an_adaptive_run_leads_with_its_decisions_equal_to_report_json(adaptive_run):
+    from markupsafe import escape
+    from test_adaptive_run import exact_max_e
+
+    html = (adaptive_run / "report.html").read_text(encoding="utf-8")
+    report = json.loads((adaptive_run / "report.json").read_text())
+    state = report["adaptive"]
+    assert html.index('id="adaptive"') < html.index('id="summary"') < html.index('id="accuracy"')
+    table = AdaptiveTable()
+    table.feed(html)
+    assert len(table.rows) == len(state["pairs"]) == 3
+    recomputed = recomputed_pairs(adaptive_run)
+    m = len(state["pairs"])
+    for (attrs, cells), pair in zip(table.rows, state["pairs"]):
+        # The page's numbers are report.json's, exactly (data attributes) and as shown.
+        assert (attrs["data-a"], attrs["data-b"], attrs["data-decision"]) == (pair["a"], pair["b"], pair["decision"])
+        assert int(attrs["data-questions"]) == pair["questions_used"]
+        for key, value in (("diff", pair["diff"]), ("low", pair["interval"][0]), ("high", pair["interval"][1]),
+                           ("e-value", pair["e_value"]), ("p-anytime", pair["p_anytime"])):
+            assert float(attrs[f"data-{key}"]) == value, key
+        lo, hi = pair["interval"]
+        more = "" if pair["decision"] != "undecided" else f"~{pair['more_questions']}" if pair["more_questions"] else "?"
+        assert cells == ["MMLU-Pro", f"{pair['a']} vs {pair['b']}", pair["decision"], str(pair["questions_used"]),
+                         f"{100 * pair['diff']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                         f"{pair['e_value']:.3g}", f"{pair['p_anytime']:.3g}", more]
+        # ... and the raw scores' (recomputed here): counts, difference, e-value, when decided.
+        again = recomputed[(pair["a"], pair["b"])]
+        d = again["d"][: pair["questions_used"]]
+        assert (pair["a_only"], pair["b_only"]) == (d.count(1), d.count(-1))
+        assert pair["diff"] == pytest.approx(sum(d) / len(d))
+        e = float(exact_max_e([x for x in d if x]))
+        assert pair["e_value"] == pytest.approx(e, rel=1e-9)
+        assert pair["p_anytime"] == pytest.approx(min(1.0, m / e), rel=1e-9)
+        if pair["decision"] == "different":
+            assert again["crossed_at"] == pair["questions_used"]
+        else:
+            assert again["crossed_at"] is None
+    decisions = {p["decision"] for p in state["pairs"]}
+    assert {"different", "undecided"} <= decisions  # both kinds of verdict are on the page
+    undecided = [p for p in state["pairs"] if p["decision"] == "undecided"]
+    assert html.count("More questions likely needed.") == len(undecided)
+    # The stopping rule is the model's sentence; the fixed-sample tests are labelled.
+    assert f'<span id="stopping-rule">{escape(state["stopping_rule"])}</span>' in html
+    assert "(fixed-sample)" in html and "are not valid for a design that looked at the data" in html
+    assert "Fixed-sample tests: not valid for this design" in html
+
+
+def test_the_adaptive_plot_is_embedded_once_and_the_looks_match(adaptive_run):
+    import base64
+
+    html = (adaptive_run / "report.html").read_text(encoding="utf-8")
+    page = parse(html)
+    images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
+    report = json.loads((adaptive_run / "report.json").read_text())
+    assert len(images) == len(report["plots"]) == 3  # accuracy, differences, the intervals: each once
+    plot = (adaptive_run / "adaptive_intervals.png").read_bytes()
+    assert "data:image/png;base64," + base64.b64encode(plot).decode("ascii") in images
+    assert html.index(base64.b64encode(plot).decode("ascii")[:200]) < html.index('id="summary"')
+    # Block by block: one row per look of each pair, the same looks as the plot's.
+    looks = re.findall(r'<table class="numbers looks"[^>]*>(.*?)</table>', html, re.S)
+    assert len(looks) == 3
+    for body, pair in zip(looks, report["adaptive"]["pairs"]):
+        rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td>", body)
+        assert [(int(b), int(q)) for b, q in rows] == [(h["block"], h["questions"]) for h in pair["history"]]
+
+
+def test_hostile_model_names_in_the_adaptive_part_are_text(adaptive_run):
+    html = (adaptive_run / "report.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs)
+    assert [t for t, _ in page.tags].count("img") == 3
+    assert "<img src=x" not in html and "&lt;img src=x onerror=" in html
+    assert "q|8&#34;&#39;&amp;&lt;/td&gt;" in html  # the template's escaping, not markdown's
+    assert "\\|" not in html.split('id="adaptive"')[1].split("</section>")[0]
+
+
+def test_an_extended_run_labels_its_fixed_sample_p_values(run):
+    report = report_of(run)
+    html = render_html(report)
+    assert 'id="adaptive"' not in html and "fixed-sample-note" not in html
+    report.extensions = [{"questions_before": {"mmlu_pro": 30}, "questions_after": {"mmlu_pro": 60}}]
+    html = render_html(report)
+    assert 'id="adaptive"' not in html
+    note = re.search(r'<p class="warning invalid" id="fixed-sample-note">(.*?)</p>', html, re.S).group(1)
+    assert "it was extended: MMLU-Pro 30 → 60" in note and "not valid" in note and "**" not in note
+    assert "qatcmp run --until-decided" in note

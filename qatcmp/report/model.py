@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qatcmp import __version__
-from qatcmp.adaptive_state import AdaptiveState, PairDecision  # noqa: F401  (the renderers' names)
+from qatcmp.adaptive_state import AdaptiveState, BlockLook, PairDecision  # noqa: F401  (the renderers' names)
 
 # Schema history: 1 — first version. 2 — set-up section, both extraction modes, Holm-
 # adjusted equivalence and Holm-compatible intervals, --delta sizing, --models, excluded

@@ -6,12 +6,13 @@ valid for a design that looked at the data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+from qatcmp.report.model import AdaptiveState, BlockLook, PairDecision, Report
 
-from qatcmp.report.model import AdaptiveState, PairDecision
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ADAPTIVE_PNG = "adaptive_intervals.png"
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -23,6 +24,13 @@ FIXED_SAMPLE_NOTE = (
     "in advance and are **not valid** for a design that looked at the data; the anytime-valid "
     "results above are."
 )
+ADAPTIVE_WHY = "it asked in blocks and stopped each pair once it was decided"
+TWO_PROCEDURES_NOTE = (
+    "The decision 'different' comes from the e-value, the interval from the betting confidence "
+    "sequence: two anytime-valid procedures, so after a few questions the interval can still reach 0 "
+    "when the e-value has already decided."
+)
+Escape = Callable[[str], str]
 
 
 def _md(text: str) -> str:
@@ -30,17 +38,76 @@ def _md(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def as_is(text: str) -> str:
+    """For renderers that escape on their own (report.html's template)."""
+    return text
+
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def pair_sentence(pair: PairDecision, margin: float) -> str:
+def benchmark_name(name: str, escape: Escape = _md) -> str:
+    return _BENCHMARK_NAMES.get(name, escape(name))
+
+
+def interval_points(interval: tuple[float, float]) -> str:
+    lo, hi = interval
+    return f"[{_pts(lo)}, {_pts(hi)}]"
+
+
+def more_cell(pair: PairDecision) -> str:
+    """'' when decided; '~N' more questions, or '?' when no estimate, when undecided."""
+    if pair.decision != "undecided":
+        return ""
+    return "?" if pair.more_questions is None else f"~{pair.more_questions}"
+
+
+def pair_cells(pair: PairDecision, escape: Escape = _md) -> list[str]:
+    """One row of the decisions table: benchmark, pair, decision, questions used, difference,
+    anytime interval, e-value, anytime p (family), more questions."""
+    return [
+        benchmark_name(pair.benchmark, escape), f"{escape(pair.a)} vs {escape(pair.b)}", pair.decision,
+        str(pair.questions_used), _pts(pair.diff), interval_points(pair.interval),
+        f"{pair.e_value:.3g}", f"{pair.p_anytime:.3g}", more_cell(pair),
+    ]
+
+
+def look_cells(look: BlockLook) -> list[str]:
+    """One look of a pair (a point of the interval plot): block, questions, difference,
+    anytime interval, e-value, anytime p (family), the pair's state then."""
+    return [str(look.block), str(look.questions), _pts(look.diff), interval_points(look.interval),
+            f"{look.e_value:.3g}", f"{look.p_anytime:.3g}", look.decision]
+
+
+LOOK_HEADER = ["block", "questions", "difference (points)", "anytime interval", "e-value", "anytime p (family)", "state"]
+PAIR_HEADER = ["benchmark", "pair", "decision", "questions used", "difference (points)", "anytime interval",
+               "e-value", "anytime p (family)", "more questions"]
+
+
+def family_line(state: AdaptiveState, escape: Escape = _md) -> str:
+    s = state.settings
+    return (f"Family: {escape(state.family)}; α = {s.alpha:g} for the family (Bonferroni over its m pairs), "
+            f"equivalence margin ±{100 * s.margin:g} points, blocks of {s.block} questions, "
+            f"{state.samples} answer(s) per question.")
+
+
+def benchmark_status_lines(state: AdaptiveState, escape: Escape = _md) -> list[str]:
+    """Per benchmark: blocks, questions asked of the budget, finished or who is still asked."""
+    lines = []
+    for name, bench in state.benchmarks.items():
+        status = ("finished" if bench.finished else
+                  f"not finished (still asking {', '.join(escape(v) for v in bench.active)}; the same command continues)")
+        lines.append(f"{benchmark_name(name, escape)}: {bench.blocks_done} blocks, {bench.questions_asked} of a budget of "
+                     f"{bench.budget} questions asked; {status}.")
+    return lines
+
+
+def pair_sentence(pair: PairDecision, margin: float, escape: Escape = _md) -> str:
     """One plain sentence per pair, e.g. '4bit vs 8bit, MMLU-Pro: different after 75
     questions, -12.0 points [-21.3, -2.4] (anytime), anytime p 0.011'."""
-    lo, hi = pair.interval
-    bench = _BENCHMARK_NAMES.get(pair.benchmark, pair.benchmark)
-    head = (f"{_md(pair.a)} vs {_md(pair.b)}, {bench}: {_pts(pair.diff)} points "
-            f"[{_pts(lo)}, {_pts(hi)}] (anytime interval), anytime p {pair.p_anytime:.3g}, "
+    head = (f"{escape(pair.a)} vs {escape(pair.b)}, {benchmark_name(pair.benchmark, escape)}: {_pts(pair.diff)} points "
+            f"{interval_points(pair.interval)} (anytime interval), anytime p {pair.p_anytime:.3g}, "
             f"e-value {pair.e_value:.3g}")
     if pair.decision == "different":
         return f"{head} — different, decided after {pair.questions_used} questions"
@@ -51,42 +118,53 @@ def pair_sentence(pair: PairDecision, margin: float) -> str:
     return f"{head} — undecided after {pair.questions_used} questions{more}"
 
 
+def extension_steps(extensions: Sequence[dict[str, Any]], escape: Escape = _md) -> str:
+    steps = []
+    for entry in extensions:
+        before = entry.get("questions_before") or {}
+        after = entry.get("questions_after") or {}
+        for name in after:
+            if before.get(name) != after.get(name):
+                steps.append(f"{benchmark_name(str(name), escape)} {before.get(name, 0)} → {after[name]}")
+    return ", ".join(steps) or "more questions"
+
+
+def extension_note(extensions: Sequence[dict[str, Any]], escape: Escape = _md) -> str:
+    return FIXED_SAMPLE_NOTE.format(why=f"it was extended: {extension_steps(extensions, escape)}").replace(
+        "the anytime-valid results above are", "use `qatcmp run --until-decided` for results that stay valid")
+
+
+def design_note(report: Report, *, markdown: bool = True) -> str | None:
+    """Why the fixed-sample p-values are not valid for this run (an adaptive stop, or an
+    extension), or None for a fixed run."""
+    if report.adaptive is not None:
+        note = FIXED_SAMPLE_NOTE.format(why=ADAPTIVE_WHY)
+    elif report.extensions:
+        note = extension_note(report.extensions, _md if markdown else as_is)
+    else:
+        return None
+    return note if markdown else note.replace("**", "").replace("`", "")
+
+
 def adaptive_markdown(state: AdaptiveState, *, plot: str | None = ADAPTIVE_PNG) -> list[str]:
     """The adaptive section of report.md, to be placed before the fixed-sample results."""
-    s = state.settings
     lines = [
         "## Anytime-valid decisions (adaptive run)",
         "",
         f"**Stopping rule.** {state.stopping_rule}",
         "",
-        f"Family: {state.family}; α = {s.alpha:g} for the family (Bonferroni over its m pairs), "
-        f"equivalence margin ±{100 * s.margin:g} points, blocks of {s.block} questions, "
-        f"{state.samples} answer(s) per question.",
+        family_line(state),
         "",
-        "| benchmark | pair | decision | questions used | difference (points) | anytime interval | e-value | anytime p (family) | more questions |",
+        "| " + " | ".join(PAIR_HEADER) + " |",
         "|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
-    for pair in state.pairs:
-        lo, hi = pair.interval
-        more = "" if pair.decision != "undecided" else ("?" if pair.more_questions is None else f"~{pair.more_questions}")
-        lines.append(
-            f"| {_BENCHMARK_NAMES.get(pair.benchmark, _md(pair.benchmark))} | {_md(pair.a)} vs {_md(pair.b)} "
-            f"| {pair.decision} | {pair.questions_used} | {_pts(pair.diff)} | [{_pts(lo)}, {_pts(hi)}] "
-            f"| {pair.e_value:.3g} | {pair.p_anytime:.3g} | {more} |"
-        )
+    lines += ["| " + " | ".join(pair_cells(pair)) + " |" for pair in state.pairs]
     lines.append("")
-    lines += [f"- {pair_sentence(pair, s.margin)}" for pair in state.pairs]
+    lines += [f"- {pair_sentence(pair, state.settings.margin)}" for pair in state.pairs]
     lines.append("")
-    for name, bench in state.benchmarks.items():
-        label = _BENCHMARK_NAMES.get(name, _md(name))
-        status = ("finished" if bench.finished else
-                  f"not finished (still asking {', '.join(_md(v) for v in bench.active)}; the same command continues)")
-        lines.append(f"- {label}: {bench.blocks_done} blocks, {bench.questions_asked} of a budget of "
-                     f"{bench.budget} questions asked; {status}.")
-    lines += ["", "The decision 'different' comes from the e-value, the interval from the betting confidence "
-              "sequence: two anytime-valid procedures, so after a few questions the interval can still reach 0 "
-              "when the e-value has already decided.", ""]
-    lines += [FIXED_SAMPLE_NOTE.format(why="it asked in blocks and stopped each pair once it was decided"), ""]
+    lines += [f"- {line}" for line in benchmark_status_lines(state)]
+    lines += ["", TWO_PROCEDURES_NOTE, ""]
+    lines += [FIXED_SAMPLE_NOTE.format(why=ADAPTIVE_WHY), ""]
     if plot:
         lines += [f"![Anytime intervals block by block]({plot})", ""]
     return lines
@@ -95,18 +173,7 @@ def adaptive_markdown(state: AdaptiveState, *, plot: str | None = ADAPTIVE_PNG) 
 def extension_markdown(extensions: Sequence[dict[str, Any]]) -> list[str]:
     """For a fixed run that was extended (the manifest's `extensions`): say so, and label the
     fixed-sample p-values as not valid (growing a run after looking at it is a look)."""
-    if not extensions:
-        return []
-    steps = []
-    for entry in extensions:
-        before = entry.get("questions_before") or {}
-        after = entry.get("questions_after") or {}
-        for name in after:
-            if before.get(name) != after.get(name):
-                steps.append(f"{_BENCHMARK_NAMES.get(name, _md(str(name)))} {before.get(name, 0)} → {after[name]}")
-    grown = ", ".join(steps) or "more questions"
-    return [FIXED_SAMPLE_NOTE.format(why=f"it was extended: {grown}").replace(
-        "the anytime-valid results above are", "use `qatcmp run --until-decided` for results that stay valid"), ""]
+    return [extension_note(extensions), ""] if extensions else []
 
 
 # --------------------------------------------------------------------------- the plot
@@ -115,6 +182,8 @@ def extension_markdown(extensions: Sequence[dict[str, Any]]) -> list[str]:
 def interval_figure(state: AdaptiveState) -> Figure:
     """One panel per benchmark: for each pair, the observed difference and its anytime
     interval (bar) at every look, with 0 and ±margin marked."""
+    from matplotlib.figure import Figure  # loaded only when a plot is drawn
+
     benchmarks = [name for name in state.benchmarks if any(p.benchmark == name and p.history for p in state.pairs)]
     figure = Figure(figsize=(5.2 * max(1, len(benchmarks)) + 0.4, 3.8), layout="constrained")
     axes = figure.subplots(1, max(1, len(benchmarks)), squeeze=False)[0]

@@ -30,6 +30,19 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from qatcmp.report.questions import QuestionRows
+from qatcmp.report.render.adaptive import (
+    ADAPTIVE_PNG,
+    LOOK_HEADER,
+    PAIR_HEADER,
+    TWO_PROCEDURES_NOTE,
+    as_is,
+    benchmark_status_lines,
+    design_note,
+    family_line,
+    look_cells,
+    pair_cells,
+    pair_sentence,
+)
 
 if TYPE_CHECKING:
     from qatcmp.report import Report
@@ -172,6 +185,32 @@ def page_data(report: Report, questions: QuestionRows | None) -> dict[str, Any]:
     return {"models": questions.models, "benchmarks": benchmarks}
 
 
+def adaptive_view(report: Report) -> dict[str, Any] | None:
+    """An adaptive run's decisions as the page shows them: the same cells and sentences as
+    report.md (shared helpers), unescaped here because the template escapes every one."""
+    state = report.adaptive
+    if state is None:
+        return None
+    pairs = [
+        {
+            "decision": pair,
+            "cells": pair_cells(pair, as_is),
+            "sentence": pair_sentence(pair, state.settings.margin, as_is),
+            "looks": [look_cells(look) for look in pair.history],
+        }
+        for pair in state.pairs
+    ]
+    return {
+        "rule": state.stopping_rule,
+        "family": family_line(state, as_is),
+        "header": PAIR_HEADER,
+        "look_header": LOOK_HEADER,
+        "pairs": pairs,
+        "status": benchmark_status_lines(state, as_is),
+        "procedures": TWO_PROCEDURES_NOTE,
+    }
+
+
 def render_html(
     report: Report,
     questions: QuestionRows | None = None,
@@ -179,17 +218,23 @@ def render_html(
 ) -> str:
     """The whole page as one string: markup, inlined style and script, data, plots."""
     script, style = _asset("app.js"), _asset("style.css")
-    images = [
-        (name, "data:image/png;base64," + base64.b64encode(data).decode("ascii"))
+    images = {
+        name: "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         for name, data in (plots or {}).items()
         if data.startswith(b"\x89PNG\r\n\x1a\n")
-    ]
+    }
+    adaptive = adaptive_view(report)
+    # The interval plot belongs to the adaptive section; the other plots to "Plots".
+    adaptive_image = images.pop(ADAPTIVE_PNG, None) if adaptive else None
     title = "qatcmp report" + (f": {Path(report.source).name}" if report.kind == "run" else " (totals only)")
     return _environment().get_template("report.html.j2").render(
         title=title,
         report=report,
         setup=setup_rows(report),
-        images=images,
+        images=list(images.items()),
+        adaptive=adaptive,
+        adaptive_image=adaptive_image,
+        design_note=design_note(report, markdown=False),
         has_questions=questions is not None and any(b.questions for b in questions.benchmarks),
         data=script_json(page_data(report, questions)),
         csp=content_security_policy(script, style),
