@@ -261,6 +261,7 @@ class AdaptiveController:
 
     def __init__(self, run: RunDir, spec: RunSpec, models: Sequence[str], settings: AdaptiveSettings,
                  *, retry_errors: bool = True, log: Callable[[str], None] | None = None,
+                 on_state: Callable[[AdaptiveState], None] | None = None,
                  sandbox_factory: Callable[[], Sandbox] | None = None):
         self.run = run
         self.models = list(models)
@@ -268,6 +269,7 @@ class AdaptiveController:
         self.settings = settings
         self.retry_errors = retry_errors
         self.log = log or (lambda message: None)
+        self.on_state = on_state or (lambda state: None)  # the live progress table
         self.selections = {s.name: s for s in spec.benchmarks}
         self.servers = {name: body["server"] for name, body in spec.models.items()}
         items = {(item.benchmark, item.item_id): item for item in run.read_items()}
@@ -289,6 +291,7 @@ class AdaptiveController:
         self.state = build_state(walks, settings=self.settings, models=self.models, samples=self.samples)
         write_json_atomic(self.run.path / ADAPTIVE_FILE, self.state.model_dump(mode="json"))
         self._log_changes(walks)
+        self.on_state(self.state)
         return walks
 
     def next_step(self, finished: list[TranscriptRecord]) -> Step | None:
@@ -333,7 +336,8 @@ class AdaptiveController:
 def _pair_state(pair: PairDecision) -> str:
     lo, hi = pair.interval
     return (f"{pair.a} vs {pair.b} {pair.decision} at {pair.questions_used} "
-            f"({100 * pair.diff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], anytime p {pair.p_anytime:.3g})")
+            f"({100 * pair.diff:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], e-value {pair.e_value:.3g}, "
+            f"anytime p {pair.p_anytime:.3g})")
 
 
 def check_settings(run: RunDir, settings: AdaptiveSettings) -> None:

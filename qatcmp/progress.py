@@ -1,6 +1,9 @@
-"""Progress of a run per model x benchmark: done/total, ETA, tokens/s, errors.
+"""Progress of a run per model x benchmark: done/total, ETA, tokens/s, errors; and, in an
+adaptive run, every pair's state after the latest block (decision, questions, difference,
+anytime interval, e-value, anytime p).
 
-A live table on a terminal (rich); plain lines when the output is a file or a pipe.
+A live table on a terminal (rich); plain lines when the output is a file or a pipe (there the
+adaptive run prints one line per block with every pair's state, see qatcmp.adaptive).
 """
 
 from __future__ import annotations
@@ -8,8 +11,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,8 +22,18 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+from rich.text import Text
 
 from qatcmp.redact import mask
+
+if TYPE_CHECKING:
+    from qatcmp.adaptive_state import AdaptiveState
+
+# The report's columns (pair_cells), with headers short enough for a terminal.
+_PAIR_COLUMNS = [("bench", "left"), ("pair", "left"), ("state", "left"), ("n", "right"), ("diff", "right"),
+                 ("anytime interval", "left"), ("e-value", "right"), ("p (any)", "right"), ("more", "right")]
+_DECISION_STYLE = {"different": "bold red", "equivalent": "bold green", "undecided": "yellow"}
 
 
 @dataclass
@@ -39,6 +53,41 @@ class _Counter:
         return self.tokens / elapsed if elapsed > 0 else 0.0
 
 
+def pairs_table(state: AdaptiveState) -> Table:
+    """Every pair's state after the latest block, with the report's cells (one formatting for
+    report.md, report.html and this table). Names come from a config: Text, never markup."""
+    # Loaded here, not at the top: only adaptive runs draw this, and they have loaded the
+    # statistics the report package needs already.
+    from qatcmp.report.render.adaptive import as_is, pair_cells
+
+    s = state.settings
+    title = (f"Anytime-valid decisions: {state.family}, α {s.alpha:g}, margin ±{100 * s.margin:g} points, "
+             f"blocks of {s.block} (diff and interval in points, n = questions used)")
+    table = Table(title=Text(title), title_justify="left", expand=False)
+    for label, justify in _PAIR_COLUMNS:
+        table.add_column(label, justify=justify, no_wrap=label != "pair")  # only the names may wrap
+    for pair in state.pairs:
+        cells = [Text(cell) for cell in pair_cells(pair, as_is)]
+        cells[2].stylize(_DECISION_STYLE.get(pair.decision, ""))
+        table.add_row(*cells)
+    for name, bench in state.benchmarks.items():
+        if not bench.finished and bench.active:
+            table.caption = Text(f"{name}: still asking {', '.join(bench.active)}")
+    return table
+
+
+class _LiveDisplay(Progress):
+    """rich's Progress with one more renderable under its bars (rich documents overriding
+    get_renderables for this); set from the run's thread, drawn by the refresh thread."""
+
+    below: RenderableType | None = None
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.below is not None:
+            yield self.below
+
+
 class RunProgress:
     def __init__(self, *, live: bool | None = None, stream=None):
         self.stream = stream or sys.stderr
@@ -46,10 +95,11 @@ class RunProgress:
         self.live = self.console.is_terminal if live is None else live
         self._counters: dict[tuple[str, str], _Counter] = {}
         self._tasks: dict[tuple[str, str], TaskID] = {}
-        self._progress: Progress | None = None
+        self._progress: _LiveDisplay | None = None
+        self.pairs: AdaptiveState | None = None  # an adaptive run's latest decisions
         if self.live:
-            self._progress = Progress(
-                TextColumn("{task.description:<28}"),
+            self._progress = _LiveDisplay(
+                TextColumn("{task.description:<28}", markup=False),  # names from a config: not markup
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
@@ -103,6 +153,23 @@ class RunProgress:
                 f"{counter.errors} errors, {counter.truncated} truncated, "
                 f"{counter.tokens_per_s():.1f} tok/s"
             )
+
+    def show_pairs(self, state: AdaptiveState) -> None:
+        """An adaptive run's decisions after a block: a table under the bars, and the bars of
+        variants no longer asked on a benchmark say so. Plain output has its per-block lines."""
+        self.pairs = state
+        if self._progress is None:
+            return
+        for (model, benchmark), task in self._tasks.items():
+            bench = state.benchmarks.get(benchmark)
+            if bench is None or model not in state.models:
+                continue
+            if bench.finished:
+                self._progress.update(task, description=f"{model} · {benchmark} (finished)")
+            elif model not in bench.active:
+                self._progress.update(task, description=f"{model} · {benchmark} (decided: not asked further)")
+        self._progress.below = pairs_table(state) if state.pairs else Text(
+            f"Anytime-valid decisions: none yet (the first look is after {state.settings.block} questions)")
 
     def log(self, message: str) -> None:
         message = mask(message)

@@ -183,7 +183,8 @@ def _block_scheduler_factory(run, model_names, settings, retry_errors, progress,
 
     def factory(pending, model_order):
         controller = adaptive.AdaptiveController(run, run.read_manifest().spec, model_names, settings,
-                                                 retry_errors=retry_errors, log=progress.log)
+                                                 retry_errors=retry_errors, log=progress.log,
+                                                 on_state=progress.show_pairs)
         holder.append(controller)
         servers = list(dict.fromkeys(unit.server for unit in pending))
         return BlockScheduler(servers, controller.next_step)
