@@ -9,14 +9,13 @@ import json
 import re
 
 import numpy as np
-import pytest
 from rich.console import Console
 
-from known_answers_server import KnownAnswersServer
 from qatcmp.adaptive import AdaptiveSettings, build_state, walk_benchmark
 from qatcmp.cli import main
 from qatcmp.progress import RunProgress, pairs_table
-from test_adaptive_run import RULES, SEED, command, config_text
+from test_adaptive_run import command, config_text
+from test_adaptive_run import server  # noqa: F401  (the known-answers server fixture)
 
 HOSTILE = "[/bold][red]x"  # rich markup in a variant's name: shown as text, never parsed
 
@@ -91,17 +90,17 @@ def test_no_pair_yet_is_one_line_and_plain_mode_draws_nothing():
     assert plain.stream.getvalue() == "" and plain.pairs is not None
 
 
-@pytest.fixture()
-def server():
-    with KnownAnswersServer(RULES, run_seed=SEED) as srv:
-        yield srv
+def run_adaptive(server, folder):
+    """The adaptive run of test_adaptive_run (its command has --plain), in `folder`/run."""
+    config = folder / "servers.yaml"
+    config.write_text(config_text(server.base_url))
+    out = folder / "run"
+    assert main(command(config, out)) == 0
+    return out
 
 
 def test_a_plain_run_prints_every_pairs_state_after_every_block(server, tmp_path, capsys):
-    config = tmp_path / "servers.yaml"
-    config.write_text(config_text(server.base_url))
-    out = tmp_path / "run"
-    assert main(command(config, out)) == 0  # --plain
+    out = run_adaptive(server, tmp_path)
     err = capsys.readouterr().err
     state = json.loads((out / "adaptive.json").read_text())
     lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^mmlu_pro block (\d+) \(.*$", err, re.M)}
@@ -122,10 +121,7 @@ def test_a_live_run_ends_with_the_decisions_of_adaptive_json(server, tmp_path, m
     monkeypatch.setenv("COLUMNS", "200")
     stream = io.StringIO()
     monkeypatch.setattr(run_command, "RunProgress", lambda live=None: RunProgress(live=True, stream=stream))
-    config = tmp_path / "servers.yaml"
-    config.write_text(config_text(server.base_url))
-    out = tmp_path / "run"
-    assert main(command(config, out)) == 0
+    out = run_adaptive(server, tmp_path)
     text = stream.getvalue()
     state = json.loads((out / "adaptive.json").read_text())
     table = text[text.index("Anytime-valid decisions: all pairs"):]
