@@ -234,7 +234,7 @@ def test_view_without_a_report_is_one_clear_error(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- adaptive runs
 
-HOSTILE_MODELS = ("4bit", '<img src=x onerror="window.__p=1">', "q|8\"'&</td>")
+HOSTILE_MODELS = ("4bit", '<img src=x onerror="window.__p=1">', "q|8\"'&</td>", "8bit")
 
 
 class AdaptiveTable(HTMLParser):
@@ -270,8 +270,9 @@ class AdaptiveTable(HTMLParser):
 def adaptive_run(tmp_path):
     from html_synthetic import add_adaptive_state
 
-    run = make_run(tmp_path / "adaptive", models=HOSTILE_MODELS, mmlu_pro=120, humaneval=0, seed=2, reasoning_median=300,
-                   accuracy=dict(zip(HOSTILE_MODELS, (0.4, 0.8, 0.82))))
+    # One variant far worse, three close (decided equivalent or not within the budget).
+    run = make_run(tmp_path / "adaptive", models=HOSTILE_MODELS, mmlu_pro=160, humaneval=0, seed=2, reasoning_median=300,
+                   accuracy=dict(zip(HOSTILE_MODELS, (0.4, 0.8, 0.82, 0.8))))
     add_adaptive_state(run, block=20, margin=0.1)
     report = report_of(run.path)
     write_report(report, run.path)
@@ -311,7 +312,7 @@ def test_an_adaptive_run_leads_with_its_decisions_equal_to_report_json(adaptive_
     assert html.index('id="adaptive"') < html.index('id="summary"') < html.index('id="accuracy"')
     table = AdaptiveTable()
     table.feed(html)
-    assert len(table.rows) == len(state["pairs"]) == 3
+    assert len(table.rows) == len(state["pairs"]) == 6
     recomputed = recomputed_pairs(adaptive_run)
     m = len(state["pairs"])
     for (attrs, cells), pair in zip(table.rows, state["pairs"]):
@@ -338,8 +339,11 @@ def test_an_adaptive_run_leads_with_its_decisions_equal_to_report_json(adaptive_
             assert again["crossed_at"] == pair["questions_used"]
         else:
             assert again["crossed_at"] is None
+        if pair["decision"] == "equivalent":
+            margin = state["settings"]["margin"]
+            assert -margin < lo and hi < margin
     decisions = {p["decision"] for p in state["pairs"]}
-    assert {"different", "undecided"} <= decisions  # both kinds of verdict are on the page
+    assert decisions == {"different", "equivalent", "undecided"}  # every kind of verdict is on the page
     undecided = [p for p in state["pairs"] if p["decision"] == "undecided"]
     assert html.count("More questions likely needed.") == len(undecided)
     # The stopping rule is the model's sentence; the fixed-sample tests are labelled.
@@ -361,7 +365,7 @@ def test_the_adaptive_plot_is_embedded_once_and_the_looks_match(adaptive_run):
     assert html.index(base64.b64encode(plot).decode("ascii")[:200]) < html.index('id="summary"')
     # Block by block: one row per look of each pair, the same looks as the plot's.
     looks = re.findall(r'<table class="numbers looks"[^>]*>(.*?)</table>', html, re.S)
-    assert len(looks) == 3
+    assert len(looks) == 6
     for body, pair in zip(looks, report["adaptive"]["pairs"]):
         rows = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td>", body)
         assert [(int(b), int(q)) for b, q in rows] == [(h["block"], h["questions"]) for h in pair["history"]]
