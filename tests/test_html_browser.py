@@ -121,6 +121,8 @@ def test_disagreement_counts_equal_report_json(demo_run, browser):
                 pair["a_only"], pair["b_only"])
             checked += 1
     assert checked == 6  # 3 pairs on each of the two benchmarks
+    # A fixed run: no adaptive part, and its fixed-sample tests are not labelled invalid.
+    assert browser.find_elements(By.ID, "adaptive") == [] and browser.find_elements(By.ID, "fixed-sample-note") == []
     assert any(p["a_only"] + p["b_only"] for b in report["benchmarks"] for p in b["pairs"]), "no disagreement at all"
     assert severe_console(browser) == []
 
