@@ -350,6 +350,7 @@ def test_an_adaptive_run_leads_with_its_decisions_equal_to_report_json(adaptive_
     assert f'<span id="stopping-rule">{escape(state["stopping_rule"])}</span>' in html
     assert "(fixed-sample)" in html and "are not valid for a design that looked at the data" in html
     assert "Fixed-sample tests: not valid for this design" in html
+    assert "Fixed-sample intervals: not valid for this design" in html.split('id="plots"')[1]
 
 
 def test_the_adaptive_plot_is_embedded_once_and_the_looks_match(adaptive_run):
