@@ -70,15 +70,17 @@ def pairs_table(state: AdaptiveState) -> Table:
         cells = [Text(cell) for cell in pair_cells(pair, as_is)]
         cells[2].stylize(_DECISION_STYLE.get(pair.decision, ""))
         table.add_row(*cells)
-    for name, bench in state.benchmarks.items():
-        if not bench.finished and bench.active:
-            table.caption = Text(f"{name}: still asking {', '.join(bench.active)}")
+    asking = [f"{name}: still asking {', '.join(bench.active)}"
+              for name, bench in state.benchmarks.items() if not bench.finished and bench.active]
+    if asking:
+        table.caption = Text("; ".join(asking))
     return table
 
 
 class _LiveDisplay(Progress):
-    """rich's Progress with one more renderable under its bars (rich documents overriding
-    get_renderables for this); set from the run's thread, drawn by the refresh thread."""
+    """rich's Progress with one more renderable under its bars: extending get_renderables is
+    the way rich's author gives for this (Textualize/rich discussion #482). `below` is set from
+    the run's thread and drawn by the refresh thread (one attribute swap, no lock needed)."""
 
     below: RenderableType | None = None
 
