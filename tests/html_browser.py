@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 
@@ -50,3 +52,19 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
 
 def file_url(path: Path) -> str:
     return Path(path).resolve().as_uri()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (import this fixture into the module)."""
+    with chromium() as driver:
+        yield driver
+
+
+def open_page(driver, path: Path) -> None:
+    """Open report.html from file:// and wait until its script has built the page."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(file_url(path))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && (!document.getElementById('questions') || document.body.dataset.ready === '1')"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from html_browser import chromium, file_url, find_browser
+from html_browser import browser, find_browser, open_page  # noqa: F401  (browser: a fixture)
 from known_answers_server import KnownAnswersServer
 from qatcmp.cli import main
 from test_adaptive_run import BUDGET, RULES, SEED, check_against_transcripts, command, config_text
@@ -19,7 +19,6 @@ pytestmark = pytest.mark.skipif(find_browser() is None,
                                 reason="no chromium + chromedriver here (apt-get install chromium chromium-driver)")
 pytest.importorskip("selenium")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -33,17 +32,6 @@ def adaptive_run(tmp_path_factory) -> Path:
         assert main(command(config, out)) == 0
     assert main(["stats", str(out)]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as driver:
-        yield driver
-
-
-def open_page(driver, path: Path) -> None:
-    driver.get(file_url(path))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState === 'complete'"))
 
 
 def test_the_page_leads_with_the_decisions_of_report_json(adaptive_run, browser):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from html_browser import chromium, file_url, find_browser
+from html_browser import browser, file_url, find_browser, open_page  # noqa: F401  (browser: a fixture)
 from qatcmp.cli import main
 from qatcmp.config import parse_config
 from qatcmp.rundir import RunDir, object_sha256, read_jsonl_objects, write_text_atomic
@@ -53,17 +53,6 @@ def demo_run(mlx_servers, tmp_path_factory) -> Path:
     assert main(["stats", str(out)]) == 0  # scores first, then report.md/json/html
     assert (out / "report.html").is_file()
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as driver:
-        yield driver
-
-
-def open_page(driver, path: Path) -> None:
-    driver.get(file_url(path))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
 
 
 def choose(driver, element_id: str, *, value: str | None = None, text: str | None = None) -> None:
