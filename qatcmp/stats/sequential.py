@@ -31,13 +31,15 @@ error rate.
   are nonnegative martingales with W_0 = 1. The bet is the growth-rate-optimal fraction for a
   mean G, λ_i = min(G / m̂₂_{i−1}, 0.9), with m̂₂ the running second moment of d
   (m̂₂_{i−1} = (Σ_{s<i} d_s² + 1)/(i + 1); for 0/±1 data the share of discordant questions):
-  the GRAPA fraction μ/(σ² + μ²) = μ/E[d²] of Waudby-Smith & Ramdas 2024 (eq. (26)) with the
-  planned μ = G in place of its estimate. Two-sided and hedged against a wrong plan:
+  the approximate-GRAPA fraction μ/(σ² + μ²) = μ/E[d²] of Waudby-Smith & Ramdas 2024 (§4 and
+  Supplement B; the Kelly fraction to second order) with the planned μ = G in place of its
+  running estimate. Two-sided and hedged against a wrong plan:
       E_t = w · M_t + (1 − w) · (W⁺_t + W⁻_t)/2,   w = PLAN_HEDGE = 1/4,
   M_t the uniform-prior e-process above (the Beta(1,1) mixture, or the betting e-value with
   K > 1). A convex combination of test martingales on the same data is a test martingale
-  (Vovk & Wang 2021, Ann. Statist. 49(3), "E-values: calibration, combination and
-  applications", §3), so Ville's inequality applies to E_t unchanged. At the planned gap this
+  (linearity of the conditional expectation; averaging e-values, Vovk & Wang 2021, Ann.
+  Statist. 49(3), "E-values: calibration, combination and applications"), so Ville's
+  inequality applies to E_t unchanged. At the planned gap this
   reaches 1/α sooner than the uniform mixture (which pays ~½ ln n for not knowing p); when the
   true gap is far from G the hedge w keeps at least w·M_t (threshold effectively 1/(wα)).
 
