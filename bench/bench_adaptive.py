@@ -27,6 +27,14 @@ question orders; for the type-I replay each question's two labels are swapped wi
 1/2 (exchangeable: no difference).
 
     .venv/bin/python bench/bench_adaptive.py [--reps R] [--block B] [--budget-factor F] [--only TEXT] [--quick]
+    .venv/bin/python bench/bench_adaptive.py --priors [--reps R]   # other mixing priors for the default e-value
+
+`--priors` answers "would another prior than Beta(1,1) be a better default?": for each prior,
+the "different" decisions only (no equivalence stops, so the figures differ a little from the
+main table) on the same simulated runs, from closed forms on the discordant counts:
+Beta(a,a) mixtures, E = 2^n B(a + b, a + c)/B(a, a) (Robbins 1970), and a discrete mixture
+over p = 1/2 ± θ_j (θ_j = 0.05..0.40, equal weights), E = Σ_j w_j ((1 + 2θ_j)^b (1 − 2θ_j)^c +
+(1 − 2θ_j)^b (1 + 2θ_j)^c)/2 — every one an average of likelihood ratios, so an e-process.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import betaln, logsumexp
 from scipy.stats import binom
 
 from qatcmp.stats.power import independent_sample_size, paired_sample_size
@@ -175,6 +184,51 @@ def scenarios(alpha: float, factor: float, block: int) -> list[Scenario]:
     ]
 
 
+PRIOR_THETAS = np.arange(0.05, 0.401, 0.05)
+
+
+def _beta_prior(a: float):
+    return lambda b, c: (b + c) * math.log(2.0) + betaln(a + b, a + c) - betaln(a, a)
+
+
+def _discrete_prior(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    terms = []
+    for theta in PRIOR_THETAS:
+        up, down = math.log1p(2 * theta), math.log1p(-2 * theta)
+        terms += [b * up + c * down, c * up + b * down]
+    return logsumexp(np.stack(terms), axis=0) - math.log(len(terms))
+
+
+PRIORS = {"Beta(1,1)": _beta_prior(1.0), "Beta(2,2)": _beta_prior(2.0), "Beta(8,8)": _beta_prior(8.0),
+          "discrete .05-.40": _discrete_prior}
+
+
+def compare_priors(reps: int, block: int, alpha: float, factor: float, seed: int) -> None:
+    cases = [("HumanEval-like psi .10 gap 8", 0.10, 0.08, 0.08), ("HumanEval-like psi .10 gap 4", 0.10, 0.04, 0.04),
+             ("MMLU-Pro-like psi .20 gap 8", 0.20, 0.08, 0.08), ("MMLU-Pro-like psi .20 gap 4", 0.20, 0.04, 0.04),
+             ("MMLU-Pro-like psi .20 gap 2", 0.20, 0.02, 0.02), ("MMLU-Pro-like psi .20 gap 0", 0.20, 0.0, 0.04)]
+    print(f"priors: 'different' decisions only, alpha {alpha}, block {block}, budget {factor:g}x fixed paired n, "
+          f"{reps} runs; each cell: power (type-I for gap 0) / mean n vs fixed paired")
+    print(f"{'scenario':<32}" + "".join(f"{name:>20}" for name in PRIORS))
+    for index, (name, psi, gap, planned) in enumerate(cases):
+        rng = np.random.default_rng(seed + 100 + index)
+        n_paired = paired_sample_size(planned, psi, alpha=alpha, power=0.8)
+        budget = budget_for(planned, psi, alpha, factor, block)
+        s = Scenario(name, 0.55, psi, gap, budget, planned)
+        d = np.stack([simulate_differences(rng, s, budget) for _ in range(reps)])
+        b, c = np.cumsum(d > 0, axis=1).astype(float), np.cumsum(d < 0, axis=1).astype(float)
+        looks = np.array(sorted(set(range(block, budget + 1, block)) | {budget}))
+        cells = []
+        for prior in PRIORS.values():
+            crossed = np.maximum.accumulate(prior(b, c), axis=1)[:, looks - 1] >= math.log(1 / alpha)
+            hit = crossed.any(axis=1)
+            used = np.where(hit, looks[np.argmax(crossed, axis=1)], budget)
+            sign = np.sign((b - c)[np.arange(reps), used - 1])
+            rate = np.mean(hit & (sign == np.sign(gap))) if gap else np.mean(hit)
+            cells.append(f"{rate:.3f} / {np.mean(used) / n_paired:.2f}")
+        print(f"{name:<32}" + "".join(f"{cell:>20}" for cell in cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=400, help="simulated runs per scenario (default 400)")
@@ -186,10 +240,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="budget = this x the fixed paired design's n (default 2)")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 reps")
+    ap.add_argument("--priors", action="store_true", help="compare mixing priors for the default e-value instead")
     ap.add_argument("--only", metavar="TEXT", help="only the scenarios whose name contains TEXT (e.g. 'like', 'replay')")
     args = ap.parse_args(argv)
     reps = 40 if args.quick else args.reps
     started = time.monotonic()
+    if args.priors:
+        compare_priors(reps, args.block, args.alpha, args.budget_factor, args.seed)
+        print(f"({time.monotonic() - started:.0f} s)")
+        return 0
     print(f"alpha {args.alpha}, block {args.block}, margin ±{args.margin}, budget {args.budget_factor:g}x fixed paired n, "
           f"{reps} runs per scenario; n = questions per model")
     header = (f"{'scenario':<40} {'method':<7} {'budget':>6} {'type-I [95% MC]':>20} {'power':>6} {'fixed':>6} "
