@@ -43,6 +43,9 @@ Key = tuple[str, str, str, int]  # (model, benchmark, item_id, sample)
 def stopping_rule(settings: AdaptiveSettings, samples: int) -> str:
     evidence = ("the Beta(1,1)-mixture e-value on the questions where the two disagree" if samples == 1
                 else "the betting e-value on the per-question mean differences")
+    if settings.plan_gap is not None:
+        evidence = (f"an e-value betting on a gap of {100 * settings.plan_gap:g} points (--plan-gap), hedged with "
+                    f"{evidence} (weight 1/4)")
     return (
         f"After every block of {settings.block} questions, a pair is 'different' once {evidence} reaches m/α "
         f"(α = {settings.alpha:g}, m = the pairs compared on that benchmark), or 'equivalent' once its anytime "
@@ -149,7 +152,8 @@ def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool
     # One look per block end; a block whose questions all dropped out adds no look.
     looks = sorted(set(n for n in ends if n > 0))
     block_of = {n: ends.index(n) + 1 for n in looks}
-    outcome = analyse_pair(d, looks, alpha=settings.alpha, family_size=m, margin=settings.margin) if looks else None
+    outcome = (analyse_pair(d, looks, alpha=settings.alpha, family_size=m, margin=settings.margin,
+                            plan_gap=settings.plan_gap) if looks else None)
     result = _PairAnalysis([], None)
     if outcome is None:
         return result
@@ -162,7 +166,7 @@ def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool
         more = None
         if decision == "undecided":
             more = more_questions_estimate(look, alpha=settings.alpha, family_size=m, margin=settings.margin,
-                                           binary=samples == 1)
+                                           binary=samples == 1, plan_gap=settings.plan_gap)
         state = PairDecision(
             benchmark=benchmark, a=pair[0], b=pair[1], decision=decision, questions_used=look.questions,
             a_only=look.a_only, b_only=look.b_only, diff=look.diff, interval=look.interval,
@@ -350,12 +354,13 @@ def check_settings(run: RunDir, settings: AdaptiveSettings) -> None:
         # The decisions can be recomputed from the transcripts, but not the rule they used.
         raise ConfigError(
             f"{path} is unreadable, so the rule this run started with is unknown; delete it and run the same "
-            "command with the original --block, --alpha, --margin and --reference"
+            "command with the original --block, --alpha, --margin, --reference and --plan-gap"
         )
     if old != settings:
         raise ConfigError(
             f"{run.path} is an adaptive run with --block {old.block} --alpha {old.alpha:g} --margin {old.margin:g}"
             + (f" --reference {old.reference}" if old.reference else "")
+            + (f" --plan-gap {old.plan_gap:g}" if old.plan_gap is not None else "")
             + "; continue it with the same settings (changing the rule after looking at the data would void its guarantees)"
         )
 

@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field, ValidationError
 from qatcmp.errors import DataError
 
 ADAPTIVE_FILE = "adaptive.json"
-DEFAULT_BLOCK = 25
+# Smaller blocks stop closer to where the evidence was reached (less overshoot) but cost
+# (variants − 1) model switches each on a server holding one model (README, Adaptive runs).
+DEFAULT_BLOCK = 10
 DEFAULT_ALPHA = 0.05
 DEFAULT_MARGIN = 0.05
 
@@ -26,6 +28,7 @@ class AdaptiveSettings(BaseModel):
     alpha: float = DEFAULT_ALPHA
     margin: float = DEFAULT_MARGIN
     reference: str | None = None
+    plan_gap: float | None = None  # --plan-gap: the e-process bets on this accuracy difference
 
 
 class BlockLook(BaseModel):

@@ -162,3 +162,30 @@ def test_bad_input_is_refused():
         analyse_pair([2.0], [1], alpha=0.05, family_size=1, margin=None)
     with pytest.raises(ValueError):
         analyse_pair([1.0], [2], alpha=0.05, family_size=1, margin=None)
+
+
+@pytest.mark.parametrize("b,c", [(9, 1), (8, 0), (30, 12), (5, 5)])
+def test_mixture_is_the_average_likelihood_ratio_over_a_uniform_p(b, c):
+    """E_n = ∫_0^1 (2p)^b (2(1 − p))^c dp, by a midpoint sum over 200,000 values of p (no
+    factorials, no Beta function)."""
+    p = (np.arange(200_000) + 0.5) / 200_000
+    integral = float(np.mean(np.exp(b * np.log(2 * p) + c * np.log(2 * (1 - p)))))
+    assert mixture_evalue(b, c) == pytest.approx(integral, rel=1e-6)
+
+
+def test_paths_do_not_look_ahead_and_the_decision_is_nested():
+    """The e-value after n questions depends on those n only (predictable), and a decision at
+    look n is the same whether or not later questions exist."""
+    rng = np.random.default_rng(12)
+    d = rng.choice([-1.0, 0.0, 1.0], p=[0.08, 0.8, 0.12], size=600)
+    full = log_evalue_path(d, alpha=0.05)
+    looks = list(range(20, 601, 20))
+    whole = analyse_pair(d, looks, alpha=0.05, family_size=2, margin=0.05)
+    for n in (1, 33, 250, 600):
+        assert np.allclose(log_evalue_path(d[:n], alpha=0.05), full[:n])
+    if whole.decided_at is not None:
+        head = analyse_pair(d[: whole.decided_at], [n for n in looks if n <= whole.decided_at],
+                            alpha=0.05, family_size=2, margin=0.05)
+        assert (head.decision, head.decided_at) == (whole.decision, whole.decided_at)
+    maxima = [look.max_e_value for look in whole.looks]
+    assert all(b >= a for a, b in zip(maxima, maxima[1:]))

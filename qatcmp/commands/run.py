@@ -59,13 +59,16 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--margin", type=float, metavar="M",
                    help=f"equivalence margin as a proportion (default {adaptive.DEFAULT_MARGIN} = 5 points; 0: never 'equivalent')")
     g.add_argument("--reference", metavar="NAME", help="compare each variant against this one (default: every pair)")
+    g.add_argument("--plan-gap", type=float, metavar="G",
+                   help="the accuracy difference you plan for, as a proportion (as `qatcmp plan --delta`): the test bets on it "
+                        "and decides sooner near it (default: no plan, uniform prior)")
 
 
 def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) -> adaptive.AdaptiveSettings | None:
-    given = {k: getattr(args, k) for k in ("block", "alpha", "margin", "reference") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("block", "alpha", "margin", "reference", "plan_gap") if getattr(args, k) is not None}
     if not args.until_decided:
         if given:
-            raise ConfigError(f"--{next(iter(given))} is an option of adaptive runs: add --until-decided")
+            raise ConfigError(f"--{next(iter(given)).replace('_', '-')} is an option of adaptive runs: add --until-decided")
         if (run.path / adaptive.ADAPTIVE_FILE).exists():
             # Without the flag the whole budget would be asked: hours the user did not ask for.
             raise ConfigError(f"{run.path} is an adaptive run: continue it with --until-decided "
@@ -80,6 +83,8 @@ def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) 
         raise ConfigError("--alpha must be between 0 and 1")
     if not 0 <= settings.margin < 1:
         raise ConfigError("--margin must be at least 0 and below 1")
+    if settings.plan_gap is not None and not 0 < settings.plan_gap < 1:
+        raise ConfigError("--plan-gap must be above 0 and below 1 (a proportion: 0.04 = 4 points)")
     if len(models) < 2:
         raise ConfigError("--until-decided compares variants: give at least two")
     adaptive.family_pairs(models, settings.reference)  # an unknown --reference is refused here

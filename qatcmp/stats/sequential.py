@@ -23,10 +23,30 @@ error rate.
   sqrt(2 ln(2/α) / (σ̂²_{i−1} · i · ln(1 + i))); the set {m : K_t(m) < 1/α}, intersected over
   time, covers the true mean at every t with probability >= 1 − α, non-asymptotically.
 
-The e-process, the confidence sequence and the running intersection come from the `ville`
-package (BernoulliTest, BettingTest, BettingCS), which implements exactly these formulas;
-`mixture_log_evalue` is the closed form above, kept for the reference values and for the
-question-count estimate.
+- **"different", with a planned gap G** (`qatcmp run --until-decided --plan-gap G`, the same
+  gap `qatcmp plan --delta` sizes a fixed design for): a bet tuned to G instead of the
+  uniform prior, testing by betting (Shafer 2021, JRSS-A 184(2), "Testing by betting";
+  Waudby-Smith & Ramdas 2024 §5). Under equal accuracy E[d_i | past] = 0, so for any
+  predictable λ_i in [0, 1) the wealth W⁺_t = Π_{i<=t}(1 + λ_i d_i) and W⁻_t = Π(1 − λ_i d_i)
+  are nonnegative martingales with W_0 = 1. The bet is the growth-rate-optimal fraction for a
+  mean G, λ_i = min(G / m̂₂_{i−1}, 0.9), with m̂₂ the running second moment of d
+  (m̂₂_{i−1} = (Σ_{s<i} d_s² + 1)/(i + 1); for 0/±1 data the share of discordant questions):
+  the approximate-GRAPA fraction μ/(σ² + μ²) = μ/E[d²] of Waudby-Smith & Ramdas 2024 (§4 and
+  Supplement B; the Kelly fraction to second order) with the planned μ = G in place of its
+  running estimate. Two-sided and hedged against a wrong plan:
+      E_t = w · M_t + (1 − w) · (W⁺_t + W⁻_t)/2,   w = PLAN_HEDGE = 1/4,
+  M_t the uniform-prior e-process above (the Beta(1,1) mixture, or the betting e-value with
+  K > 1). A convex combination of test martingales on the same data is a test martingale
+  (linearity of the conditional expectation; averaging e-values, Vovk & Wang 2021, Ann.
+  Statist. 49(3), "E-values: calibration, combination and applications"), so Ville's
+  inequality applies to E_t unchanged. At the planned gap this
+  reaches 1/α sooner than the uniform mixture (which pays ~½ ln n for not knowing p); when the
+  true gap is far from G the hedge w keeps at least w·M_t (threshold effectively 1/(wα)).
+
+The uniform-prior e-process, the confidence sequence and the running intersection come from
+the `ville` package (BernoulliTest, BettingTest, BettingCS), which implements exactly these
+formulas; `mixture_log_evalue` is the closed form above, kept for the reference values and for
+the question-count estimate; the planned bet is computed here (`planned_log_evalue_path`).
 
 Several pairs: each pair's e-value is compared with m/α and each interval is built at level
 α/m (Bonferroni over the m pairs of the family; e-values need no independence for this).
@@ -50,6 +70,11 @@ Decision = Literal["different", "equivalent", "undecided"]
 CS_GRID = 4001
 # Past this many times the questions already asked, an estimate is not worth giving.
 ESTIMATE_CAP_FACTOR = 50
+# The planned bet: the weight kept on the uniform-prior e-process (the hedge against a wrong
+# plan) and the largest fraction of the wealth bet on one question (a 0.9 bet on the wrong side
+# of a discordant question keeps a tenth of the wealth, never zero).
+PLAN_HEDGE = 0.25
+MAX_BET = 0.9
 
 
 def mixture_log_evalue(a_only: float, b_only: float) -> float:
@@ -77,16 +102,12 @@ def _check_differences(d: Sequence[float]) -> np.ndarray:
     return arr
 
 
-def log_evalue_path(d: Sequence[float], alpha: float) -> np.ndarray:
-    """ln E_t after each question t = 1..n, for the null "equal accuracy".
+def _check_plan(plan_gap: float | None) -> None:
+    if plan_gap is not None and not 0 < plan_gap < 1:
+        raise ValueError("the planned gap must be between 0 and 1 (a proportion: 0.04 = 4 points)")
 
-    0/±1 differences (one answer per question): the Beta(1,1) mixture on the discordant
-    questions, constant across concordant ones. Otherwise (per-question means of K answers):
-    the two-sided hedged betting e-process at 0. ``alpha`` only tunes the bets of the latter
-    (its validity does not depend on it)."""
-    arr = _check_differences(d)
-    if arr.size == 0:
-        return np.zeros(0)
+
+def _uniform_log_evalue_path(arr: np.ndarray, alpha: float) -> np.ndarray:
     if _is_binary_difference(arr):
         discordant = arr != 0
         path = np.zeros(arr.size)
@@ -98,6 +119,59 @@ def log_evalue_path(d: Sequence[float], alpha: float) -> np.ndarray:
             path = np.where(index >= 0, values[np.maximum(index, 0)], 0.0)
         return path
     return BettingTest(m0=0.0, bounds=(-1.0, 1.0), alpha=alpha).fit(arr).log_e_values_
+
+
+def planned_bets(d: Sequence[float], plan_gap: float) -> np.ndarray:
+    """λ_i for each question i = 1..n, from questions 1..i−1 only (predictable):
+    min(G / m̂₂_{i−1}, MAX_BET), m̂₂_{i−1} = (Σ_{s<i} d_s² + 1)/(i + 1)."""
+    arr = _check_differences(d)
+    _check_plan(plan_gap)
+    before = np.concatenate([[0.0], np.cumsum(arr**2)[:-1]]) if arr.size else np.zeros(0)
+    second_moment = (before + 1.0) / (np.arange(1, arr.size + 1) + 1.0)
+    return np.minimum(plan_gap / second_moment, MAX_BET)
+
+
+def planned_log_evalue_path(d: Sequence[float], plan_gap: float, alpha: float) -> np.ndarray:
+    """ln E_t of the planned bet, hedged with the uniform-prior e-process (module docstring):
+    E_t = w·M_t + (1 − w)·(W⁺_t + W⁻_t)/2."""
+    arr = _check_differences(d)
+    if arr.size == 0:
+        return np.zeros(0)
+    bets = planned_bets(arr, plan_gap)
+    log_up = np.cumsum(np.log1p(bets * arr))
+    log_down = np.cumsum(np.log1p(-bets * arr))
+    planned = np.logaddexp(log_up, log_down) - math.log(2.0)
+    uniform = _uniform_log_evalue_path(arr, alpha)
+    return np.logaddexp(math.log(PLAN_HEDGE) + uniform, math.log(1.0 - PLAN_HEDGE) + planned)
+
+
+def log_evalue_path(d: Sequence[float], alpha: float, plan_gap: float | None = None) -> np.ndarray:
+    """ln E_t after each question t = 1..n, for the null "equal accuracy".
+
+    Without a plan: 0/±1 differences (one answer per question) give the Beta(1,1) mixture on
+    the discordant questions, constant across concordant ones; otherwise (per-question means
+    of K answers) the two-sided hedged betting e-process at 0. With ``plan_gap``: the planned
+    bet hedged with that e-process. ``alpha`` only tunes the bets of the betting e-process
+    (its validity does not depend on it)."""
+    arr = _check_differences(d)
+    _check_plan(plan_gap)
+    if arr.size == 0:
+        return np.zeros(0)
+    if plan_gap is not None:
+        return planned_log_evalue_path(arr, plan_gap, alpha)
+    return _uniform_log_evalue_path(arr, alpha)
+
+
+def planned_log_evalue_at_counts(a_only: float, b_only: float, plan_gap: float, discordance: float) -> float:
+    """ln E of the hedged planned bet after a_only + b_only discordant questions if the bet had
+    been min(G/ψ, MAX_BET) throughout (ψ the discordance): for projections only, never to
+    decide (the real bet starts from a prior guess of ψ and follows the data)."""
+    bet = min(plan_gap / discordance, MAX_BET) if discordance > 0 else MAX_BET
+    up = a_only * math.log1p(bet) + b_only * math.log1p(-bet)
+    down = b_only * math.log1p(bet) + a_only * math.log1p(-bet)
+    planned = float(np.logaddexp(up, down)) - math.log(2.0)
+    return float(np.logaddexp(math.log(PLAN_HEDGE) + mixture_log_evalue(a_only, b_only),
+                              math.log(1.0 - PLAN_HEDGE) + planned))
 
 
 def confidence_sequence_path(d: Sequence[float], alpha: float, grid: int = CS_GRID) -> tuple[np.ndarray, np.ndarray]:
@@ -146,12 +220,14 @@ def analyse_pair(
     alpha: float,
     family_size: int,
     margin: float | None,
+    plan_gap: float | None = None,
 ) -> PairOutcome:
     """Decisions at each look for one pair, from its per-question differences in run order.
 
     Decided "different" at the first look where max_{t <= n} E_t >= m/α (m = family_size);
     else "equivalent" at the first look where the level-α/m interval lies inside
-    (−margin, +margin). A decision is final: later looks are not analysed."""
+    (−margin, +margin). A decision is final: later looks are not analysed. ``plan_gap``: the
+    e-process is the planned bet (module docstring); the interval does not depend on it."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must be between 0 and 1")
     if family_size < 1:
@@ -159,7 +235,7 @@ def analyse_pair(
     arr = _check_differences(d)
     pair_alpha = alpha / family_size
     log_threshold = math.log(family_size / alpha)
-    log_e = log_evalue_path(arr, pair_alpha)
+    log_e = log_evalue_path(arr, pair_alpha, plan_gap)
     running_max = np.maximum.accumulate(log_e) if log_e.size else log_e
     # The interval is the costly part: build it only up to the look that decides "different"
     # (the e-value alone says where that is).
@@ -200,12 +276,14 @@ def _halfwidth_scale(t: float, alpha: float) -> float:
 
 
 def more_questions_estimate(
-    look: Look, *, alpha: float, family_size: int, margin: float | None, binary: bool
+    look: Look, *, alpha: float, family_size: int, margin: float | None, binary: bool,
+    plan_gap: float | None = None,
 ) -> int | None:
     """About how many more questions this pair would need if the observed difference and
-    discordance held: the first of "different" (the mixture e-value at the expected counts
-    reaching m/α; for K > 1, the interval excluding 0) and "equivalent" (the interval, shrunk
-    at the anytime rate, fitting inside ±margin). None when neither is in sight."""
+    discordance held: the first of "different" (the e-value the run uses — the mixture, or
+    with ``plan_gap`` the hedged planned bet — at the expected counts reaching m/α; for K > 1,
+    the interval excluding 0) and "equivalent" (the interval, shrunk at the anytime rate,
+    fitting inside ±margin). None when neither is in sight."""
     n = look.questions
     if n == 0:
         return None
@@ -232,8 +310,14 @@ def more_questions_estimate(
         if binary and psi > 0:
             threshold = math.log(family_size / alpha)
             share = min(1.0, delta / psi)
-            found = first_total(lambda total: mixture_log_evalue(total * psi * (1 + share) / 2,
-                                                                 total * psi * (1 - share) / 2) >= threshold)
+
+            def log_e(a_only: float, b_only: float) -> float:
+                if plan_gap is None:
+                    return mixture_log_evalue(a_only, b_only)
+                return planned_log_evalue_at_counts(a_only, b_only, plan_gap, psi)
+
+            found = first_total(lambda total: log_e(total * psi * (1 + share) / 2,
+                                                    total * psi * (1 - share) / 2) >= threshold)
         else:
             found = first_total(lambda total: half_at(total) < delta)
         if found is not None:
