@@ -23,11 +23,13 @@ import json
 import re
 from dataclasses import dataclass
 
-# Fraction of the builtin questions each variant knows. With the demo's seeded sample the
-# expected accuracies are about 4bit 28%, 6bit 61%, 8bit 64% (a guess is right ~10% of the
-# time): 4bit is far from both (decided within a block or two), 6bit/8bit are 3 points apart,
-# which the demo's budget cannot resolve.
-KNOWN_FRACTION: dict[str, float] = {"4bit": 0.20, "6bit": 0.57, "8bit": 0.60}
+# Fraction of the builtin questions each variant knows. A guess is right ~10% of the time, so
+# the expected accuracies are about 4bit 19%, 6bit 73%, 8bit 76%: 4bit is ~55 points from both
+# (about 14 one-sided disagreements in a block of 25, where 10 decide a pair of three at
+# alpha 0.05: both its pairs decided after the first block in ~90% of seeds and by the second
+# in all, simulated over 200 seeds), and 6bit/8bit are 3 points apart, which the demo's
+# 75-question budget cannot resolve either way.
+KNOWN_FRACTION: dict[str, float] = {"4bit": 0.10, "6bit": 0.70, "8bit": 0.73}
 
 _WORD = re.compile(r"\S+")
 MIN_WORDS, MAX_WORDS = 5, 8  # a phrase of the question; longer runs of a duplicate are no use
