@@ -97,10 +97,10 @@ def handle(args: argparse.Namespace) -> int:
         config_path.write_text(config_text)
         config = parse_config(config_text, str(config_path))
         say(f"Server at {server.base_url}; config written to {config_path}")
-        exit_code = _run(config, args, out)
-    if exit_code not in (0, 1):
+        exit_code, state = _run(config, args, out)
+    if exit_code not in (0, 1) or state is None:
         return exit_code
-    _score_and_report(out, say, args.adaptive_state)
+    _score_and_report(out, say, state)
     return exit_code
 
 
@@ -116,8 +116,9 @@ def _skip_humaneval_without_a_sandbox(args: argparse.Namespace, say) -> None:
         args.humaneval = 0
 
 
-def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
-    """`qatcmp run --until-decided` on the builtin questions, with the demo's budget and block."""
+def _run(config: Config, args: argparse.Namespace, out: Path) -> tuple[int, adaptive.AdaptiveState | None]:
+    """`qatcmp run --until-decided` on the builtin questions, with the demo's budget and block:
+    the exit code and the decisions (None when interrupted)."""
     if args.block < 1:
         raise ConfigError("--block must be at least 1")
     plans = plan_benchmarks(
@@ -141,13 +142,12 @@ def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
             summary = run_in_folder(run, runner, command)  # locked, session recorded
     except KeyboardInterrupt:
         print(f"\nInterrupted: {saved(runner.summary)} in {out}. Resume with:\n  {resume}", file=sys.stderr)
-        return 130
+        return 130, None
     print_summary(summary, resume)
     controller = controllers[-1] if controllers else adaptive.AdaptiveController(
         run, run.read_manifest().spec, names, settings)
     controller.evaluate()  # adaptive.json from what is on disk now (also when nothing was asked)
-    args.adaptive_state = controller.state
-    return summary.exit_code
+    return summary.exit_code, controller.state
 
 
 def _score_and_report(out: Path, say, state: adaptive.AdaptiveState) -> None:
@@ -158,6 +158,7 @@ def _score_and_report(out: Path, say, state: adaptive.AdaptiveState) -> None:
     ensure_scores(out)
     report = build_report(out)
     print()
+    print("Fixed-sample statistics, for comparison only (not valid for a design that looked at the data while it ran):")
     print(format_summary(report))
     print()
     # Last, where a newcomer looks: the decisions that stay valid however often the run looked.

@@ -50,13 +50,19 @@ def knowledge_hash(item_id: str) -> float:
 
 
 def knows(variant: str, item_id: str) -> bool:
-    return knowledge_hash(item_id) < KNOWN_FRACTION[variant]
+    """Whether the variant answers this builtin question from knowledge (it needs a memory)."""
+    return knowledge_hash(item_id) < KNOWN_FRACTION[variant] and item_id in _memory_ids()
+
+
+@functools.cache
+def _memory_ids() -> frozenset[str]:
+    return frozenset(m.item_id for m in memories())
 
 
 @functools.cache
 def memories() -> tuple[Memory, ...]:
-    """One memory per builtin question that has a memory string (a question whose prompt is
-    a duplicate of another's has none: no model can tell them apart)."""
+    """One memory per builtin question that has a memory string (a question whose text is
+    another's too, word for word, has none)."""
     from qatcmp.benchmarks import humaneval, mmlu_pro
     from qatcmp.records import MmluProItem
 
@@ -107,4 +113,4 @@ def _occurs_once(text: str, corpus: str) -> bool:
 
 def known_items(variant: str) -> dict[str, str]:
     """{item_id: correct letter} of the builtin questions a variant answers from knowledge."""
-    return {m.item_id: m.answer for m in memories() if knows(variant, m.item_id)}
+    return {m.item_id: m.answer for m in memories() if knowledge_hash(m.item_id) < KNOWN_FRACTION[variant]}

@@ -114,7 +114,8 @@ def _build_variant(variant: str, workdir: Path, tokenizer_dir: Path, config: dic
     for item in tokenizer_dir.iterdir():
         shutil.copy(item, source / item.name)
     (source / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    known = {ids[m.text]: m.answer for m in memories if knowledge.knows(variant, m.item_id)}
+    answers = knowledge.known_items(variant)
+    known = {ids[m.text]: m.answer for m in memories if m.item_id in answers}
     weights = model_weights(config, ids, LETTER_PROBS[variant], known)
     mx.save_safetensors(str(source / "model.safetensors"), weights, metadata={"format": "mlx"})
 
