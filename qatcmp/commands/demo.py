@@ -84,6 +84,10 @@ def handle(args: argparse.Namespace) -> int:
         raise QatcmpError(f"the demo needs mlx-lm: pip install 'qatcmp[demo]' ({exc})") from None
 
     out = Path(args.out)
+    if args.block < 1:
+        raise ConfigError("--block must be at least 1")
+    # Before anything is built or started: a resume under another block is refused.
+    adaptive.check_settings(RunDir(out), adaptive.AdaptiveSettings(block=args.block))
     models_dir = Path(args.models_dir).expanduser()
     say = _printer()
     _skip_humaneval_without_a_sandbox(args, say)
@@ -119,8 +123,6 @@ def _skip_humaneval_without_a_sandbox(args: argparse.Namespace, say) -> None:
 def _run(config: Config, args: argparse.Namespace, out: Path) -> tuple[int, adaptive.AdaptiveState | None]:
     """`qatcmp run --until-decided` on the builtin questions, with the demo's budget and block:
     the exit code and the decisions (None when interrupted)."""
-    if args.block < 1:
-        raise ConfigError("--block must be at least 1")
     plans = plan_benchmarks(
         {"mmlu_pro": args.mmlu_pro, "humaneval": args.humaneval},
         {"mmlu_pro": "builtin", "humaneval": "builtin"},
@@ -129,7 +131,7 @@ def _run(config: Config, args: argparse.Namespace, out: Path) -> tuple[int, adap
     run = RunDir(out)
     names = [m.name for m in config.models]
     settings = adaptive.AdaptiveSettings(block=args.block)
-    adaptive.check_settings(run, settings)  # a resume under another block is refused
+    adaptive.check_settings(run, settings)  # checked in handle() too, before the build
     progress = RunProgress(live=False if args.plain else None)
     command = ["qatcmp", *getattr(args, "argv", ["demo"])]
     controllers: list[adaptive.AdaptiveController] = []
