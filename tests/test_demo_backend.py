@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from qatcmp.benchmarks import humaneval, mmlu_pro
+from qatcmp.demo import knowledge
 from qatcmp.demo import server as server_module
 from qatcmp.demo.server import (
     DemoUnavailableError,
@@ -36,6 +37,8 @@ from qatcmp.demo.tinymodel import (
     greedy_letter,
 )
 from qatcmp.records import HumanEvalItem, MmluProItem
+
+BUILTIN = {item.item_id: item for item in mmlu_pro.load("builtin")[0]}
 
 MMLU_MESSAGES = mmlu_pro.build_messages(
     MmluProItem(
@@ -127,43 +130,114 @@ def test_build_is_cached_and_rebuilds_incomplete_models(tmp_path):
         build_demo_models(tmp_path, ["3bit"])
 
 
-def test_quantized_logits_follow_the_designed_chain(demo_models):
-    """In-process, through mlx-lm's own loader: after quantization the answer chain ends with
-    eos by a wide margin, and the letter distribution is each variant's design."""
+def _greedy_walk(model, tokenizer, messages):
+    """Greedy decoding in-process: (text, smallest top-2 margin off the letter, the letter's
+    distribution over A-J, how far the letters stand above every other token there)."""
     import mlx.core as mx
     import numpy as np
-    from mlx_lm import load
     from mlx_lm.models.cache import make_prompt_cache
 
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=True)
+    cache = make_prompt_cache(model)
+    tokens, margins, letter_probs, letter_gap = list(prompt), [], None, None
+    letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
+    step_input = prompt
+    for _ in range(40):
+        logits = np.array(model(mx.array([step_input]), cache=cache)[0, -1].astype(mx.float32))
+        if tokenizer.decode(tokens[-1:]) == " (":
+            letter_logits = logits[letter_ids]
+            letter_gap = letter_logits.min() - np.delete(logits, letter_ids).max()
+            letter_probs = np.exp(letter_logits - letter_logits.max())
+            letter_probs /= letter_probs.sum()
+            next_token = letter_ids[int(np.argmax(letter_logits))]
+        else:
+            top = np.sort(logits)[-2:]
+            margins.append(top[1] - top[0])
+            next_token = int(np.argmax(logits))
+        tokens.append(next_token)
+        step_input = [next_token]
+        if next_token in tokenizer.eos_token_ids:
+            break
+    return tokenizer.decode(tokens[len(prompt):]), min(margins), letter_probs, letter_gap
+
+
+def test_quantized_logits_follow_the_designed_chain(demo_models):
+    """In-process, through mlx-lm's own loader: after quantization the answer chain ends with
+    eos by a wide margin, the letter distribution is each variant's design on a question it does
+    not know (one outside the builtin sample, and a builtin one), and a question it knows gets
+    its correct letter with probability near 1."""
+    import numpy as np
+    from mlx_lm import load
+
+    never_known = next(q for q in BUILTIN if not any(knowledge.knows(v, q) for v in DEMO_VARIANTS))
+    only_8bit = next(q for q in BUILTIN if knowledge.knows("8bit", q) and not knowledge.knows("6bit", q))
+    every_variant = next(q for q in BUILTIN if knowledge.knows("4bit", q))
     for variant in DEMO_VARIANTS:
         model, tokenizer = load(str(demo_models[variant]))
-        prompt = tokenizer.apply_chat_template(MMLU_MESSAGES, add_generation_prompt=True,
-                                               enable_thinking=True)
-        cache = make_prompt_cache(model)
-        tokens, margins, letter_probs = list(prompt), [], None
-        letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
-        step_input = prompt
-        for _ in range(40):
-            logits = np.array(model(mx.array([step_input]), cache=cache)[0, -1].astype(mx.float32))
-            if tokenizer.decode(tokens[-1:]) == " (":
-                letter_logits = logits[letter_ids]
-                assert letter_logits.min() - np.delete(logits, letter_ids).max() > 20
-                letter_probs = np.exp(letter_logits - letter_logits.max())
-                letter_probs /= letter_probs.sum()
-                next_token = letter_ids[int(np.argmax(letter_logits))]
+        cases = [(MMLU_MESSAGES, None), (mmlu_pro.build_messages(BUILTIN[never_known]), None),
+                 (mmlu_pro.build_messages(BUILTIN[only_8bit]), BUILTIN[only_8bit].answer if variant == "8bit" else None),
+                 (mmlu_pro.build_messages(BUILTIN[every_variant]), BUILTIN[every_variant].answer)]
+        for messages, known_letter in cases:
+            text, margin, letter_probs, letter_gap = _greedy_walk(model, tokenizer, messages)
+            letter = known_letter or greedy_letter(variant)
+            assert text == (f"<think>{REASONING_TEXT}</think>\n\n{ANSWER_PATTERN.format(letter)}<|im_end|>"), variant
+            assert margin > 20 and letter_gap > 20, variant
+            if known_letter is None:
+                assert np.allclose(letter_probs, LETTER_PROBS[variant], atol=0.003), (variant, letter_probs)
             else:
-                top = np.sort(logits)[-2:]
-                margins.append(top[1] - top[0])
-                next_token = int(np.argmax(logits))
-            tokens.append(next_token)
-            step_input = [next_token]
-            if next_token in tokenizer.eos_token_ids:
-                break
-        text = tokenizer.decode(tokens[len(prompt):])
-        assert text == (f"<think>{REASONING_TEXT}</think>\n\n"
-                        f"{ANSWER_PATTERN.format(greedy_letter(variant))}<|im_end|>")
-        assert min(margins) > 20, variant
-        assert np.allclose(letter_probs, LETTER_PROBS[variant], atol=0.003), (variant, letter_probs)
+                assert letter_probs[LETTERS.index(known_letter)] > 0.9999, (variant, letter_probs)
+
+
+# --------------------------------------------------------------------------- knowledge
+
+
+def test_memory_strings_occur_in_exactly_their_own_prompt():
+    """Recomputed by brute force over the prompts as the benchmark renders them (the builtin
+    loader, not the builder's own reading of the file), and over the HumanEval prompts."""
+    prompts = {q: mmlu_pro.build_messages(item)[0]["content"] for q, item in BUILTIN.items()}
+    code_prompts = [humaneval.build_messages(item)[0]["content"] for item in humaneval.load("builtin")[0]]
+    memories = knowledge.memories()
+    assert len(memories) >= 0.99 * len(BUILTIN)  # only exact duplicates have none
+    assert len({m.item_id for m in memories}) == len(memories)
+    for memory in memories:
+        holders = [q for q, prompt in prompts.items() if memory.text in prompt]
+        assert holders == [memory.item_id], memory
+        assert prompts[memory.item_id].count(memory.text) == 1
+        assert not any(memory.text in prompt for prompt in code_prompts)
+        assert memory.answer == BUILTIN[memory.item_id].answer
+    without = set(BUILTIN) - {m.item_id for m in memories}
+    for q in without:  # no memory: another question has the same text
+        assert any(BUILTIN[q].question == BUILTIN[r].question for r in BUILTIN if r != q), q
+
+
+def test_known_subsets_are_nested_and_sized_as_designed():
+    known = {v: set(knowledge.known_items(v)) for v in DEMO_VARIANTS}
+    assert known["4bit"] < known["6bit"] < known["8bit"]
+    n = len(BUILTIN)
+    for variant, fraction in knowledge.KNOWN_FRACTION.items():
+        # A hash is a fair coin per question: within 4 standard deviations of the design.
+        assert abs(len(known[variant]) - fraction * n) < 4 * (n * fraction * (1 - fraction)) ** 0.5, variant
+
+
+def test_the_tokenizer_holds_exactly_the_prompts_memory_token(demo_models):
+    """Every builtin prompt, through the chat template of the built model, contains its own
+    memory token and no other; a prompt from elsewhere contains none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_models["8bit"]))
+
+    def tokens(messages) -> list[int]:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    memory_ids = {tokenizer.convert_tokens_to_ids(m.text): m.item_id for m in knowledge.memories()}
+    assert len(memory_ids) == len(knowledge.memories())
+    for q, item in BUILTIN.items():
+        ids = tokens(mmlu_pro.build_messages(item))
+        found = [memory_ids[i] for i in ids if i in memory_ids]
+        assert found in ([q], []) and (found == [q]) == any(m.item_id == q for m in knowledge.memories())
+    custom = tokens(MMLU_MESSAGES)
+    assert not set(custom) & set(memory_ids)
 
 
 def test_missing_mlx_names_the_install_command(monkeypatch, tmp_path):
@@ -278,6 +352,28 @@ def test_the_same_seed_gives_the_same_answer(mlx_servers):
     first = answers()
     assert answers() == first
     assert len(set(first)) > 1
+
+
+@pytest.mark.server
+def test_a_known_question_is_answered_right_and_guessing_is_unchanged_elsewhere(mlx_servers):
+    """Through the real server, sampled at temperature 1: 8bit answers a question only it knows
+    correctly under every seed; 4bit and 6bit, who do not know it, draw exactly the letters they
+    draw on a question from outside the builtin sample with the same seeds (the same
+    distribution, and the same random draw)."""
+    server = mlx_servers.multi
+    question = next(q for q in BUILTIN if knowledge.knows("8bit", q) and not knowledge.knows("6bit", q))
+    messages = mmlu_pro.build_messages(BUILTIN[question])
+    seeds = range(40, 52)
+
+    def letters(variant, msgs):
+        return [answer_letter(chat(server, variant, messages=msgs, temperature=1.0, seed=seed, thinking=False))
+                for seed in seeds]
+
+    assert letters("8bit", messages) == [BUILTIN[question].answer] * len(seeds)
+    for variant in ("4bit", "6bit"):
+        guesses = letters(variant, messages)
+        assert guesses == letters(variant, MMLU_MESSAGES), variant
+        assert len(set(guesses)) >= 3, guesses  # still a guess, not a fixed letter
 
 
 @pytest.mark.server

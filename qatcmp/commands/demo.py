@@ -1,8 +1,15 @@
 """qatcmp demo: the whole pipeline on any machine, with no oMLX and no downloads.
 
 Builds three tiny quantized models (4, 6 and 8 bits) locally, serves them from one real
-mlx-lm server on loopback, and runs the same code path as a real comparison: run → score →
-stats → report. The server is stopped when the demo ends, also on error or Ctrl-C.
+mlx-lm server on loopback, and runs the same code path as a real comparison: an adaptive run
+(`qatcmp run --until-decided`) → score → stats → report. The server is stopped when the demo
+ends, also on error or Ctrl-C.
+
+The tiny models are hand-built: each "knows" a fixed subset of the shipped MMLU-Pro questions
+(qatcmp.demo.knowledge) and guesses the rest, so the demo has a real difference to find —
+4bit knows far fewer than the others (a pair decided "different" after a block or two), 6bit
+and 8bit are 3 points apart (undecided at the budget, with the interval it reached). The
+differences are designed, not quantization effects.
 """
 
 from __future__ import annotations
@@ -15,28 +22,39 @@ from pathlib import Path
 
 import yaml
 
-from qatcmp.commands.run import print_summary, run_in_folder, saved
+from qatcmp import adaptive
+from qatcmp.commands.run import _block_scheduler_factory, print_adaptive_summary, print_summary, run_in_folder, saved
 from qatcmp.config import Config, parse_config
-from qatcmp.errors import QatcmpError
+from qatcmp.errors import ConfigError, QatcmpError
 from qatcmp.progress import RunProgress
 from qatcmp.rundir import RunDir
 from qatcmp.runner import Runner
 from qatcmp.selection import plan_benchmarks
 
+# The budget and block keep the demo as long as the fixed 60 + 10 question demo it replaced
+# (210 requests): 4bit stops being asked once its pairs are decided (usually after the first
+# block: 25 + 10 requests), 6bit and 8bit go on to the budget (2 x (75 + 10)).
+DEFAULT_MMLU_PRO, DEFAULT_HUMANEVAL, DEFAULT_BLOCK = 75, 10, 25
 DEFAULT_MODELS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qatcmp" / "demo-models"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="build tiny models, serve them with mlx-lm, and run a whole comparison",
-        description="Builds three tiny quantized models locally (no downloads), serves them "
-        "with mlx-lm's server on 127.0.0.1, asks them MMLU-Pro and HumanEval questions with "
-        "thinking on, scores the answers and writes the report. Needs qatcmp[demo].",
+        help="build tiny models, serve them with mlx-lm, and run a whole adaptive comparison",
+        description="Builds three tiny quantized models locally (no downloads) that know fixed "
+        "subsets of the shipped MMLU-Pro questions, serves them with mlx-lm's server on 127.0.0.1, "
+        "asks them MMLU-Pro and HumanEval questions with thinking on in blocks until every pair "
+        "is decided or the budget is spent (qatcmp run --until-decided), scores the answers and "
+        "writes the report. Needs qatcmp[demo].",
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo; rerunning resumes)")
-    p.add_argument("--mmlu-pro", type=int, default=60, metavar="N", help="MMLU-Pro questions (default 60)")
-    p.add_argument("--humaneval", type=int, default=10, metavar="N", help="HumanEval problems (default 10)")
+    p.add_argument("--mmlu-pro", type=int, default=DEFAULT_MMLU_PRO, metavar="N",
+                   help=f"MMLU-Pro budget (default {DEFAULT_MMLU_PRO})")
+    p.add_argument("--humaneval", type=int, default=DEFAULT_HUMANEVAL, metavar="N",
+                   help=f"HumanEval budget (default {DEFAULT_HUMANEVAL})")
+    p.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="B",
+                   help=f"questions per block (default {DEFAULT_BLOCK})")
     p.add_argument("--samples", type=int, default=1, metavar="K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help=f"where the tiny models are built (default {DEFAULT_MODELS_DIR})")
@@ -66,6 +84,10 @@ def handle(args: argparse.Namespace) -> int:
         raise QatcmpError(f"the demo needs mlx-lm: pip install 'qatcmp[demo]' ({exc})") from None
 
     out = Path(args.out)
+    if args.block < 1:
+        raise ConfigError("--block must be at least 1")
+    # Before anything is built or started: a resume under another block is refused.
+    adaptive.check_settings(RunDir(out), adaptive.AdaptiveSettings(block=args.block))
     models_dir = Path(args.models_dir).expanduser()
     say = _printer()
     _skip_humaneval_without_a_sandbox(args, say)
@@ -79,10 +101,10 @@ def handle(args: argparse.Namespace) -> int:
         config_path.write_text(config_text)
         config = parse_config(config_text, str(config_path))
         say(f"Server at {server.base_url}; config written to {config_path}")
-        exit_code = _run(config, args, out)
-    if exit_code not in (0, 1):
+        exit_code, state = _run(config, args, out)
+    if exit_code not in (0, 1) or state is None:
         return exit_code
-    _score_and_report(out, say)
+    _score_and_report(out, say, state)
     return exit_code
 
 
@@ -98,28 +120,39 @@ def _skip_humaneval_without_a_sandbox(args: argparse.Namespace, say) -> None:
         args.humaneval = 0
 
 
-def _run(config: Config, args: argparse.Namespace, out: Path) -> int:
+def _run(config: Config, args: argparse.Namespace, out: Path) -> tuple[int, adaptive.AdaptiveState | None]:
+    """`qatcmp run --until-decided` on the builtin questions, with the demo's budget and block:
+    the exit code and the decisions (None when interrupted)."""
     plans = plan_benchmarks(
         {"mmlu_pro": args.mmlu_pro, "humaneval": args.humaneval},
         {"mmlu_pro": "builtin", "humaneval": "builtin"},
         args.seed,
     )
+    run = RunDir(out)
+    names = [m.name for m in config.models]
+    settings = adaptive.AdaptiveSettings(block=args.block)
+    adaptive.check_settings(run, settings)  # checked in handle() too, before the build
     progress = RunProgress(live=False if args.plain else None)
     command = ["qatcmp", *getattr(args, "argv", ["demo"])]
+    controllers: list[adaptive.AdaptiveController] = []
+    factory = _block_scheduler_factory(run, names, settings, True, progress, controllers)
     runner = Runner(config, config.models, plans, run_dir=out, seed=args.seed, samples=args.samples,
-                    command=command, progress=progress)
-    resume = f"qatcmp demo --out {shlex.quote(str(out))}"
+                    command=command, progress=progress, scheduler_factory=factory)
+    resume = f"qatcmp demo --out {shlex.quote(str(out))}" + (f" --block {args.block}" if args.block != DEFAULT_BLOCK else "")
     try:
         with progress:
-            summary = run_in_folder(RunDir(out), runner, command)  # locked, session recorded
+            summary = run_in_folder(run, runner, command)  # locked, session recorded
     except KeyboardInterrupt:
         print(f"\nInterrupted: {saved(runner.summary)} in {out}. Resume with:\n  {resume}", file=sys.stderr)
-        return 130
+        return 130, None
     print_summary(summary, resume)
-    return summary.exit_code
+    controller = controllers[-1] if controllers else adaptive.AdaptiveController(
+        run, run.read_manifest().spec, names, settings)
+    controller.evaluate()  # adaptive.json from what is on disk now (also when nothing was asked)
+    return summary.exit_code, controller.state
 
 
-def _score_and_report(out: Path, say) -> None:
+def _score_and_report(out: Path, say, state: adaptive.AdaptiveState) -> None:
     from qatcmp.report import build_report, format_summary
     from qatcmp.scoring import ensure_scores
 
@@ -127,8 +160,11 @@ def _score_and_report(out: Path, say) -> None:
     ensure_scores(out)
     report = build_report(out)
     print()
+    print("Fixed-sample statistics, for comparison only (not valid for a design that looked at the data while it ran):")
     print(format_summary(report))
     print()
+    # Last, where a newcomer looks: the decisions that stay valid however often the run looked.
+    print_adaptive_summary(state, RunDir(out))
     print(f"Report: {out / 'report.md'} (JSON: {out / 'report.json'}; in a browser: {out / 'report.html'}, "
           f"or `qatcmp view {out}`; plots: {out}/*.png)")
 

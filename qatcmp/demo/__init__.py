@@ -1,6 +1,7 @@
 """The embedded demo/test backend: tiny models built locally, served by the real mlx_lm.server.
 
-``build_demo_models`` writes the models; ``MlxLmServer`` runs mlx-lm's OpenAI-compatible server
+``build_demo_models`` writes the models (hand-built; each knows a fixed subset of the builtin
+MMLU-Pro questions, see ``qatcmp.demo.knowledge``); ``MlxLmServer`` runs mlx-lm's OpenAI-compatible server
 over them. Both need the optional dependencies: ``pip install 'qatcmp[demo]'``.
 """
 
