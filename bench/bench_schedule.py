@@ -56,7 +56,7 @@ class _Server:
     loaded: list[str] = field(default_factory=list)  # most recent last
     loading: tuple[str, float] | None = None  # (model, ready at)
     waiting: list[WorkUnit] = field(default_factory=list)  # handed out, not started
-    running: dict[tuple, tuple[WorkUnit, float]] = field(default_factory=dict)  # key -> (unit, work left)
+    running: dict[tuple, tuple[WorkUnit, float, float]] = field(default_factory=dict)  # key -> (unit, work left, started)
     batch_mode: bool = False
     exhausted: bool = False
     switches: int = 0
@@ -74,18 +74,31 @@ def make_workload(variants: int, questions: int, seed: int) -> dict[tuple[str, s
     return lengths
 
 
-def _record(unit: WorkUnit, answer: int) -> TranscriptRecord:
+def _record(unit: WorkUnit, answer: int, latency: float) -> TranscriptRecord:
+    # What the runner records too: the answer's length and how long it took.
     now = utcnow()
     return TranscriptRecord(model=unit.model, benchmark=unit.benchmark, item_id=unit.item_id, sample=unit.sample,
                             server=unit.server, messages=[{"role": "user", "content": "q"}], request={},
-                            content="a", usage=Usage(completion_tokens=answer), started_at=now, finished_at=now)
+                            content="a", usage=Usage(completion_tokens=answer), latency_s=latency,
+                            started_at=now, finished_at=now)
 
 
-def simulate(scheduler, lengths, model: ServerModel) -> tuple[float, int]:
+class SimClock:
+    """The simulation's time, for the scheduler (it times requests still in flight)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(scheduler, lengths, model: ServerModel, clock: SimClock | None = None) -> tuple[float, int]:
     """Run the scheduler to the end; return (makespan s, model loads)."""
     batch_mode = not getattr(scheduler, "pulls", False)
     servers = {name: _Server(name, batch_mode=batch_mode) for name in scheduler.servers()}
-    now = 0.0
+    clock = clock or SimClock()
+    now = clock.now = 0.0
     while True:
         for server in servers.values():
             _refill(server, scheduler, model, now)
@@ -99,23 +112,24 @@ def simulate(scheduler, lengths, model: ServerModel) -> tuple[float, int]:
                 dt = min(dt, s.loading[1] - now)
             if s.running:
                 rate = model.rate(len(s.running))
-                dt = min(dt, min(left for _, left in s.running.values()) / rate)
+                dt = min(dt, min(left for _, left, _ in s.running.values()) / rate)
         if dt is math.inf:
             raise RuntimeError("simulation stalled")
         now += max(dt, 0.0)
+        clock.now = now
         for s in active:
             if s.loading and s.loading[1] <= now + 1e-9:
                 s.loaded.append(s.loading[0])
                 s.loading = None
             if s.running:
                 rate = model.rate(len(s.running))
-                for key, (unit, left) in list(s.running.items()):
+                for key, (unit, left, started) in list(s.running.items()):
                     left -= rate * dt
                     if left <= 1e-6:
                         del s.running[key]
-                        scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1]))
+                        scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1], now - started))
                     else:
-                        s.running[key] = (unit, left)
+                        s.running[key] = (unit, left, started)
     return now, sum(s.switches for s in servers.values())
 
 
@@ -139,7 +153,7 @@ def _start_waiting(server: _Server, model: ServerModel, now: float) -> None:
     while server.waiting and len(server.running) < model.slots and server.loading is None:
         unit = server.waiting[0]
         if unit.model not in server.loaded:
-            in_use = {u.model for u, _ in server.running.values()}
+            in_use = {u.model for u, _, _ in server.running.values()}
             if len(server.loaded) >= model.resident:
                 evictable = [m for m in server.loaded if m not in in_use]
                 if not evictable:
@@ -150,7 +164,7 @@ def _start_waiting(server: _Server, model: ServerModel, now: float) -> None:
             return
         server.waiting.pop(0)
         prompt, answer = LENGTHS[(unit.model, unit.item_id)]
-        server.running[unit.key] = (unit, model.work(prompt, answer))
+        server.running[unit.key] = (unit, model.work(prompt, answer), now)
 
 
 LENGTHS: dict = {}
@@ -179,8 +193,10 @@ def run_case(variants: int, n_servers: int, questions: int, seed: int, model: Se
     order = [f"v{v}" for v in range(variants)]
     today, today_loads = simulate(ModelByModelScheduler(units_for(lengths, variants, servers), order), lengths, model)
     replicas = {m: servers for m in order}  # every variant may run on every server
+    clock = SimClock()
     ours, our_loads = simulate(ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
-                                                resident={s: model.resident for s in servers}), lengths, model)
+                                                resident={s: model.resident for s in servers}, clock=clock),
+                               lengths, model, clock)
     return lower_bound(lengths, variants, n_servers, model), today, ours, today_loads, our_loads
 
 
