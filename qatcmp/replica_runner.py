@@ -33,7 +33,7 @@ class ReplicaRunning:
                 self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
             return ModelByModelScheduler(pending, order)
         placement = {"replicas": {m.name: m.servers for m in self.models}, "resident": self.resident,
-                     "history": self.history}
+                     "lengths": self.lengths}
         return (self.scheduler_factory or ReplicaScheduler)(pending, order, **placement)
 
     def _resident_models(self, servers: list[str], infos: list[ServerInfo]) -> dict[str, int]:

@@ -107,8 +107,8 @@ class ReplicaScheduler:
 
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
     that may answer it (default: the unit's own server); ``resident`` how many models each
-    server holds at once (default 1); ``history`` the records already on disk (their answer
-    lengths). A handed-out unit carries the server it was given to, so the transcript names
+    server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
+    from the transcripts on disk), or ``history``, records to learn them from. A handed-out unit carries the server it was given to, so the transcript names
     the replica that answered. ``clock`` is the time source (a simulation passes its own).
     """
 
@@ -122,6 +122,7 @@ class ReplicaScheduler:
         replicas: Mapping[str, list[str]] | None = None,
         resident: Mapping[str, int] | None = None,
         history: Iterable[TranscriptRecord] = (),
+        lengths: LengthBook | None = None,
         chunk: int = DEFAULT_CHUNK,
         min_join: int = DEFAULT_MIN_JOIN,
         clock: Callable[[], float] = time.monotonic,
@@ -134,7 +135,7 @@ class ReplicaScheduler:
         self._chunk = max(1, chunk)
         self._min_join = max(0, min_join)
         self._clock = clock
-        self.lengths = LengthBook()
+        self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)
         self.add(units, model_order)
@@ -344,11 +345,12 @@ class BlockScheduler:
 
     def __init__(self, next_step: Callable[[list[TranscriptRecord]], Step | None], model_order: list[str], *,
                  replicas: Mapping[str, list[str]], resident: Mapping[str, int] | None = None,
-                 history: Iterable[TranscriptRecord] = (), chunk: int = DEFAULT_CHUNK,
-                 min_join: int = DEFAULT_MIN_JOIN, clock: Callable[[], float] = time.monotonic):
+                 history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
+                 chunk: int = DEFAULT_CHUNK, min_join: int = DEFAULT_MIN_JOIN,
+                 clock: Callable[[], float] = time.monotonic):
         self._next_step = next_step
         self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, history=history,
-                                        chunk=chunk, min_join=min_join, clock=clock)
+                                        lengths=lengths, chunk=chunk, min_join=min_join, clock=clock)
         self._outstanding: set[Key] = set()
         self._finished: list[TranscriptRecord] = []
         self._step_models: set[str] = set()

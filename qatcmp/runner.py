@@ -39,6 +39,7 @@ from qatcmp.records import (
 )
 from qatcmp.replica_check import replica_differences
 from qatcmp.replica_runner import ReplicaRunning
+from qatcmp.replicas import LengthBook
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir, item_hashes, start_session
 from qatcmp.runlock import LOCK_NAME
@@ -200,7 +201,7 @@ class Runner(ReplicaRunning):
         self.transports = transports or {}
         # None: the pull engine (qatcmp.replicas); an adaptive run passes its block scheduler's.
         self.scheduler_factory = scheduler_factory
-        self.history: list[TranscriptRecord] = []  # records on disk when the run started
+        self.lengths = LengthBook()  # answer lengths on disk when the run started (for the scheduler)
         self.resident: dict[str, int] = {}  # server -> models it holds at once
         self.summary = RunSummary(run_dir=Path(run_dir))
         self._items = {(p.selection.name, item.item_id): item for p in plans for item in p.items}
@@ -216,8 +217,11 @@ class Runner(ReplicaRunning):
     # ------------------------------------------------------------ planning
 
     def pending_units(self) -> list[WorkUnit]:
-        self.history = self.run.read_transcripts()
-        done = {r.key for r in self.history if r.ok or not self.retry_errors}
+        records = self.run.read_transcripts()
+        self.lengths = LengthBook()
+        for record in records:
+            self.lengths.learn(record)
+        done = {r.key for r in records if r.ok or not self.retry_errors}
         units: list[WorkUnit] = []
         for model in self.models:
             for plan in self.plans:

@@ -116,3 +116,37 @@ def test_a_one_model_server_joins_a_shared_variant_at_the_start_but_not_a_small_
         sched.record(unit, answered("a", unit.item_id, 10))
     assert sched.next_batch("s1") == []  # b has 2 left and s2 on it: not worth s1's switch
     assert len(sched.next_batch("s2")) == 1
+
+
+@pytest.mark.parametrize("held", [1, 2])
+def test_a_server_holding_two_models_starts_the_next_variant_while_the_last_answers_finish(tmp_path, held):
+    # Against a real local HTTP server: with max_loaded_models 2 the runner's scheduler starts
+    # variant b while a's last requests are still out; with 1, b waits for all of a.
+    from misbehaving_server import MisbehavingServer
+    from qatcmp.cli import main
+    from qatcmp.rundir import RunDir
+
+    with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
+        config = tmp_path / "servers.yaml"
+        config.write_text(f"""
+servers:
+  - name: one
+    base_url: {server.base_url}
+    max_concurrency: 4
+    max_loaded_models: {held}
+    retries: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
+defaults:
+  sampling: {{temperature: 0.0, max_tokens: 64}}
+models:
+  - {{name: a, server: one, model: m1}}
+  - {{name: b, server: one, model: m2}}
+""")
+        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
+                     "--mmlu-pro-data", "builtin", "--plain"])
+    assert code == 0
+    records = RunDir(tmp_path / "run").read_transcripts()
+    assert len(records) == 18
+    first, second = sorted({r.model for r in records}, key=lambda m: min(r.started_at for r in records if r.model == m))
+    last_of_first = max(r.finished_at for r in records if r.model == first)
+    first_of_second = min(r.started_at for r in records if r.model == second)
+    assert (first_of_second < last_of_first) is (held == 2)
