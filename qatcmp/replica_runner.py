@@ -1,6 +1,8 @@
-"""The runner's part for variants on several servers: a loop per server that pulls a request
-per free slot (``ReplicaScheduler``), hands a downed replica's work to the others, and skips a
-replica that does not answer at the start when its variants have another server.
+"""The runner's part that drives the pull engine (``qatcmp.replicas``): a loop per server that
+pulls a request per free slot, hands a downed replica's work to the others, and skips a
+replica that does not answer at the start when its variants have another server; and the
+placement the engine gets (each variant's servers, how many models each server holds, the
+answer lengths on disk).
 
 A mixin of ``Runner`` (it uses the runner's ``_run_unit``, summary and warnings), kept apart so
 that runner.py stays about the run itself.
@@ -32,8 +34,10 @@ class ReplicaRunning:
             if any(m.replicas for m in self.models):
                 self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
             return ModelByModelScheduler(pending, order)
-        placement = {"replicas": {m.name: m.servers for m in self.models}, "resident": self.resident,
-                     "lengths": self.lengths}
+        # Only variants with work left: their servers are the ones the run has clients for.
+        variants = {u.model for u in pending}
+        placement = {"replicas": {m.name: m.servers for m in self.models if m.name in variants},
+                     "resident": self.resident, "lengths": self.lengths}
         return (self.scheduler_factory or ReplicaScheduler)(pending, order, **placement)
 
     def _resident_models(self, servers: list[str], infos: list[ServerInfo]) -> dict[str, int]:

@@ -42,10 +42,9 @@ DEFAULT_CHUNK = 1
 # A server that would leave its variant for one another server is already running joins only
 # if at least this many of its requests are still unstarted: joining costs a model switch.
 DEFAULT_MIN_JOIN = 4
-# Answer tokens expected before anything of a benchmark has come back: thinking answers to
-# MMLU-Pro run to a few thousand tokens, HumanEval's somewhat fewer. Only their ratio matters
-# (which benchmark's questions start first); what the run sees replaces them at once.
-TYPICAL_TOKENS = {"mmlu_pro": 3000.0, "humaneval": 2000.0}
+# Answer tokens expected before anything of a benchmark has come back (a thinking answer of a
+# few thousand tokens). The same for every benchmark: no guess of ours orders them; the mean
+# of what the run sees for each benchmark replaces it at its first answer.
 DEFAULT_TYPICAL = 2500.0
 
 Key = tuple[str, str, str, int]
@@ -85,7 +84,7 @@ class LengthBook:
     def typical(self, benchmark: str) -> float:
         if self._count.get(benchmark):
             return self._sum[benchmark] / self._count[benchmark]
-        return TYPICAL_TOKENS.get(benchmark, DEFAULT_TYPICAL)
+        return DEFAULT_TYPICAL
 
     def produced(self, elapsed_s: float) -> float:
         """Tokens a request running for ``elapsed_s`` has produced at least (0 before any

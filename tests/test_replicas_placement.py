@@ -78,6 +78,17 @@ def test_a_resumed_run_starts_with_the_questions_that_were_long_on_disk():
     assert taken == ["q1", "q2", "q0"]
 
 
+def test_a_question_nobody_answered_yet_counts_as_its_benchmarks_typical_length():
+    # HumanEval answers ran long in this run, MMLU-Pro ones short: of two unseen questions,
+    # the HumanEval one starts first.
+    history = [answered("x", f"m{i}", 200) for i in range(5)]
+    history += [answered("x", f"h{i}", 4000).model_copy(update={"benchmark": "humaneval"}) for i in range(2)]
+    work = [WorkUnit("a", "s1", "mmlu_pro", "m9", 0), WorkUnit("a", "s1", "humaneval", "h9", 0)]
+    sched = ReplicaScheduler(work, ["a"], history=history)
+    assert [sched.next_batch("s1")[0].benchmark for _ in range(2)] == ["humaneval", "mmlu_pro"]
+    assert [ReplicaScheduler(work, ["a"]).next_batch("s1")[0].benchmark] == ["mmlu_pro"]  # nothing known: run order
+
+
 def test_a_request_running_long_elsewhere_counts_as_a_long_answer():
     # Variant a runs q0..q3 on s1; q2 is still running after 100 s while the others came back
     # (300-500 tokens in 30 s each): b, on s2, starts with q2 rather than q1 (the longest known).
