@@ -21,6 +21,7 @@ ends with that answer alone, whatever the order.
 
     python bench/bench_schedule.py            # the table
     python bench/bench_schedule.py --quick    # fewer questions
+    python bench/bench_schedule.py --blocks 25  # an adaptive run (blocks, no early stop)
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qatcmp.records import TranscriptRecord, Usage, utcnow  # noqa: E402
-from qatcmp.replicas import ReplicaScheduler  # noqa: E402
-from qatcmp.scheduler import ModelByModelScheduler, WorkUnit  # noqa: E402
+from qatcmp.replicas import BlockScheduler, ReplicaScheduler  # noqa: E402
+from qatcmp.scheduler import ModelByModelScheduler, Step, WorkUnit  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,26 @@ def units_for(lengths, variants: int, servers: list[str]) -> list[WorkUnit]:
     return [WorkUnit(m, servers[int(m[1:]) % len(servers)], "mmlu_pro", q, 0) for (m, q) in lengths]
 
 
-def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel) -> tuple[float, ...]:
+def block_steps(variants: int, questions: int, block: int, servers: list[str]):
+    """An adaptive run's steps with nothing decided early (every block to the budget): block k
+    of every variant, in the order A B C, then C B A (what AdaptiveController plans)."""
+    order = [f"v{v}" for v in range(variants)]
+    starts = iter(range(0, questions, block))
+
+    def next_step(finished):
+        start = next(starts, None)
+        if start is None:
+            return None
+        k = start // block
+        units = [WorkUnit(m, servers[int(m[1:]) % len(servers)], "mmlu_pro", f"q{q}", 0)
+                 for m in order for q in range(start, min(start + block, questions))]
+        return Step(units=units, model_order=order if k % 2 == 0 else order[::-1])
+
+    return next_step
+
+
+def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel,
+             block: int | None = None) -> tuple[float, ...]:
     global LENGTHS
     LENGTHS = lengths = make_workload(variants, questions, seed)
     servers = [f"s{i}" for i in range(n_servers)]
@@ -200,9 +220,14 @@ def run_case(variants: int, n_servers: int, questions: int, seed: int, model: Se
     today, today_loads = simulate(ModelByModelScheduler(units_for(lengths, variants, servers), order), lengths, model)
     replicas = {m: servers for m in order}  # every variant may run on every server
     clock = SimClock()
-    ours, our_loads = simulate(ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
-                                                resident={s: model.resident for s in servers}, clock=clock),
-                               lengths, model, clock)
+    resident = {s: model.resident for s in servers}
+    if block is None:
+        scheduler = ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
+                                     resident=resident, clock=clock)
+    else:  # an adaptive run: the same engine gated in blocks
+        scheduler = BlockScheduler(block_steps(variants, questions, block, servers), order, replicas=replicas,
+                                   resident=resident, clock=clock)
+    ours, our_loads = simulate(scheduler, lengths, model, clock)
     # How long the longest answer takes in a full server: the tail no online schedule can
     # shorten much once it starts late (it is not in the bound, which assumes perfect packing).
     longest_full = max(model.work(p, a) for p, a in lengths.values()) / model.rate(model.slots)
@@ -215,16 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--switch", type=float, default=25.0, help="seconds to load a model")
+    parser.add_argument("--blocks", type=int, default=None, metavar="B",
+                        help="qatcmp as an adaptive run: blocks of B questions, every variant to the budget")
     args = parser.parse_args(argv)
     questions, seeds = (100, (1, 2)) if args.quick else (300, (1, 2, 3))
-    print(f"{args.variants} variants x {questions} questions, {args.slots} slots/server, load {args.switch:.0f} s, "
+    mode = f"adaptive, blocks of {args.blocks}" if args.blocks else "fixed run"
+    print(f"{args.variants} variants x {questions} questions ({mode}), {args.slots} slots/server, load {args.switch:.0f} s, "
           f"answers 200..32768 tokens (lognormal, median 1.8k); mean over seeds {list(seeds)}")
     print(f"{'servers':>7} {'resident':>8} {'bound s':>9} {'today s':>9} {'qatcmp s':>9} {'today/bound':>11} "
           f"{'qatcmp/bound':>12} {'loads today/qatcmp':>18} {'longest/bound':>13}")
     for resident in (1, 2):
         for n_servers in (1, 2, 3, 4):
             model = ServerModel(slots=args.slots, switch_s=args.switch, resident=resident)
-            runs = [run_case(args.variants, n_servers, questions, seed, model) for seed in seeds]
+            runs = [run_case(args.variants, n_servers, questions, seed, model, args.blocks) for seed in seeds]
             bound, today, ours = (sum(r[i] for r in runs) / len(runs) for i in range(3))
             loads_today = sum(r[3] for r in runs) / len(runs)
             loads_ours = sum(r[4] for r in runs) / len(runs)
