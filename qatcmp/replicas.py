@@ -107,8 +107,9 @@ class ReplicaScheduler:
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
     that may answer it (default: the unit's own server); ``resident`` how many models each
     server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
-    from the transcripts on disk), or ``history``, records to learn them from. A handed-out unit carries the server it was given to, so the transcript names
-    the replica that answered. ``clock`` is the time source (a simulation passes its own).
+    from the transcripts on disk), or ``history``, records to learn them from. A handed-out
+    unit carries the server it was given to, so the transcript names the replica that
+    answered. ``clock`` is the time source (a simulation passes its own).
     """
 
     pulls = True  # the runner keeps slots full by asking again as each request finishes
