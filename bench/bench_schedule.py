@@ -13,8 +13,15 @@ The schedulers are the runner's own classes, driven through the ``Scheduler`` pr
 discrete-event loop: ``ModelByModelScheduler`` (today: a whole variant is one batch, the next
 is asked for when it has finished) and ``ReplicaScheduler`` (pull a request per free slot).
 
+The runner's scheduler times the requests in flight (a request running long is a long answer);
+here it reads the simulation's clock, and each record carries the simulated latency.
+``longest/bound``: the longest answer's time in a full server, as a share of the bound - when
+it is large, a variant that can only start late (after another on the same one-model server)
+ends with that answer alone, whatever the order.
+
     python bench/bench_schedule.py            # the table
     python bench/bench_schedule.py --quick    # fewer questions
+    python bench/bench_schedule.py --blocks 25  # an adaptive run (blocks, no early stop)
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qatcmp.records import TranscriptRecord, Usage, utcnow  # noqa: E402
-from qatcmp.replicas import ReplicaScheduler  # noqa: E402
-from qatcmp.scheduler import ModelByModelScheduler, WorkUnit  # noqa: E402
+from qatcmp.replicas import BlockScheduler, ReplicaScheduler  # noqa: E402
+from qatcmp.scheduler import ModelByModelScheduler, Step, WorkUnit  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class _Server:
     loaded: list[str] = field(default_factory=list)  # most recent last
     loading: tuple[str, float] | None = None  # (model, ready at)
     waiting: list[WorkUnit] = field(default_factory=list)  # handed out, not started
-    running: dict[tuple, tuple[WorkUnit, float]] = field(default_factory=dict)  # key -> (unit, work left)
+    running: dict[tuple, tuple[WorkUnit, float, float]] = field(default_factory=dict)  # key -> (unit, work left, started)
     batch_mode: bool = False
     exhausted: bool = False
     switches: int = 0
@@ -74,18 +81,31 @@ def make_workload(variants: int, questions: int, seed: int) -> dict[tuple[str, s
     return lengths
 
 
-def _record(unit: WorkUnit, answer: int) -> TranscriptRecord:
+def _record(unit: WorkUnit, answer: int, latency: float) -> TranscriptRecord:
+    # What the runner records too: the answer's length and how long it took.
     now = utcnow()
     return TranscriptRecord(model=unit.model, benchmark=unit.benchmark, item_id=unit.item_id, sample=unit.sample,
                             server=unit.server, messages=[{"role": "user", "content": "q"}], request={},
-                            content="a", usage=Usage(completion_tokens=answer), started_at=now, finished_at=now)
+                            content="a", usage=Usage(completion_tokens=answer), latency_s=latency,
+                            started_at=now, finished_at=now)
 
 
-def simulate(scheduler, lengths, model: ServerModel) -> tuple[float, int]:
+class SimClock:
+    """The simulation's time, for the scheduler (it times requests still in flight)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(scheduler, lengths, model: ServerModel, clock: SimClock | None = None) -> tuple[float, int]:
     """Run the scheduler to the end; return (makespan s, model loads)."""
     batch_mode = not getattr(scheduler, "pulls", False)
     servers = {name: _Server(name, batch_mode=batch_mode) for name in scheduler.servers()}
-    now = 0.0
+    clock = clock or SimClock()
+    now = clock.now = 0.0
     while True:
         for server in servers.values():
             _refill(server, scheduler, model, now)
@@ -99,23 +119,24 @@ def simulate(scheduler, lengths, model: ServerModel) -> tuple[float, int]:
                 dt = min(dt, s.loading[1] - now)
             if s.running:
                 rate = model.rate(len(s.running))
-                dt = min(dt, min(left for _, left in s.running.values()) / rate)
+                dt = min(dt, min(left for _, left, _ in s.running.values()) / rate)
         if dt is math.inf:
             raise RuntimeError("simulation stalled")
         now += max(dt, 0.0)
+        clock.now = now
         for s in active:
             if s.loading and s.loading[1] <= now + 1e-9:
                 s.loaded.append(s.loading[0])
                 s.loading = None
             if s.running:
                 rate = model.rate(len(s.running))
-                for key, (unit, left) in list(s.running.items()):
+                for key, (unit, left, started) in list(s.running.items()):
                     left -= rate * dt
                     if left <= 1e-6:
                         del s.running[key]
-                        scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1]))
+                        scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1], now - started))
                     else:
-                        s.running[key] = (unit, left)
+                        s.running[key] = (unit, left, started)
     return now, sum(s.switches for s in servers.values())
 
 
@@ -139,7 +160,7 @@ def _start_waiting(server: _Server, model: ServerModel, now: float) -> None:
     while server.waiting and len(server.running) < model.slots and server.loading is None:
         unit = server.waiting[0]
         if unit.model not in server.loaded:
-            in_use = {u.model for u, _ in server.running.values()}
+            in_use = {u.model for u, _, _ in server.running.values()}
             if len(server.loaded) >= model.resident:
                 evictable = [m for m in server.loaded if m not in in_use]
                 if not evictable:
@@ -150,7 +171,7 @@ def _start_waiting(server: _Server, model: ServerModel, now: float) -> None:
             return
         server.waiting.pop(0)
         prompt, answer = LENGTHS[(unit.model, unit.item_id)]
-        server.running[unit.key] = (unit, model.work(prompt, answer))
+        server.running[unit.key] = (unit, model.work(prompt, answer), now)
 
 
 LENGTHS: dict = {}
@@ -172,16 +193,45 @@ def units_for(lengths, variants: int, servers: list[str]) -> list[WorkUnit]:
     return [WorkUnit(m, servers[int(m[1:]) % len(servers)], "mmlu_pro", q, 0) for (m, q) in lengths]
 
 
-def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel) -> tuple[float, float, float, int, int]:
+def block_steps(variants: int, questions: int, block: int, servers: list[str]):
+    """An adaptive run's steps with nothing decided early (every block to the budget): block k
+    of every variant, in the order A B C, then C B A (what AdaptiveController plans)."""
+    order = [f"v{v}" for v in range(variants)]
+    starts = iter(range(0, questions, block))
+
+    def next_step(finished):
+        start = next(starts, None)
+        if start is None:
+            return None
+        k = start // block
+        units = [WorkUnit(m, servers[int(m[1:]) % len(servers)], "mmlu_pro", f"q{q}", 0)
+                 for m in order for q in range(start, min(start + block, questions))]
+        return Step(units=units, model_order=order if k % 2 == 0 else order[::-1])
+
+    return next_step
+
+
+def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel,
+             block: int | None = None) -> tuple[float, ...]:
     global LENGTHS
     LENGTHS = lengths = make_workload(variants, questions, seed)
     servers = [f"s{i}" for i in range(n_servers)]
     order = [f"v{v}" for v in range(variants)]
     today, today_loads = simulate(ModelByModelScheduler(units_for(lengths, variants, servers), order), lengths, model)
     replicas = {m: servers for m in order}  # every variant may run on every server
-    ours, our_loads = simulate(ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
-                                                resident={s: model.resident for s in servers}), lengths, model)
-    return lower_bound(lengths, variants, n_servers, model), today, ours, today_loads, our_loads
+    clock = SimClock()
+    resident = {s: model.resident for s in servers}
+    if block is None:
+        scheduler = ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
+                                     resident=resident, clock=clock)
+    else:  # an adaptive run: the same engine gated in blocks
+        scheduler = BlockScheduler(block_steps(variants, questions, block, servers), order, replicas=replicas,
+                                   resident=resident, clock=clock)
+    ours, our_loads = simulate(scheduler, lengths, model, clock)
+    # How long the longest answer takes in a full server: the tail no online schedule can
+    # shorten much once it starts late (it is not in the bound, which assumes perfect packing).
+    longest_full = max(model.work(p, a) for p, a in lengths.values()) / model.rate(model.slots)
+    return lower_bound(lengths, variants, n_servers, model), today, ours, today_loads, our_loads, longest_full
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,21 +240,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--switch", type=float, default=25.0, help="seconds to load a model")
+    parser.add_argument("--blocks", type=int, default=None, metavar="B",
+                        help="qatcmp as an adaptive run: blocks of B questions, every variant to the budget")
     args = parser.parse_args(argv)
     questions, seeds = (100, (1, 2)) if args.quick else (300, (1, 2, 3))
-    print(f"{args.variants} variants x {questions} questions, {args.slots} slots/server, load {args.switch:.0f} s, "
+    mode = f"adaptive, blocks of {args.blocks}" if args.blocks else "fixed run"
+    print(f"{args.variants} variants x {questions} questions ({mode}), {args.slots} slots/server, load {args.switch:.0f} s, "
           f"answers 200..32768 tokens (lognormal, median 1.8k); mean over seeds {list(seeds)}")
     print(f"{'servers':>7} {'resident':>8} {'bound s':>9} {'today s':>9} {'qatcmp s':>9} {'today/bound':>11} "
-          f"{'qatcmp/bound':>12} {'loads today/qatcmp':>18}")
+          f"{'qatcmp/bound':>12} {'loads today/qatcmp':>18} {'longest/bound':>13}")
     for resident in (1, 2):
         for n_servers in (1, 2, 3, 4):
             model = ServerModel(slots=args.slots, switch_s=args.switch, resident=resident)
-            runs = [run_case(args.variants, n_servers, questions, seed, model) for seed in seeds]
+            runs = [run_case(args.variants, n_servers, questions, seed, model, args.blocks) for seed in seeds]
             bound, today, ours = (sum(r[i] for r in runs) / len(runs) for i in range(3))
             loads_today = sum(r[3] for r in runs) / len(runs)
             loads_ours = sum(r[4] for r in runs) / len(runs)
+            longest = sum(r[5] for r in runs) / len(runs)
             print(f"{n_servers:>7} {resident:>8} {bound:>9.0f} {today:>9.0f} {ours:>9.0f} {today / bound:>11.2f} "
-                  f"{ours / bound:>12.2f} {loads_today:>8.1f}/{loads_ours:<9.1f}")
+                  f"{ours / bound:>12.2f} {loads_today:>8.1f}/{loads_ours:<9.1f} {longest / bound:>13.2f}")
     return 0
 
 

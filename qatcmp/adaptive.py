@@ -261,7 +261,8 @@ class Scorer:
 
 class AdaptiveController:
     """Decides, block after block, what the BlockScheduler asks next, and keeps adaptive.json
-    up to date. The step provider of `qatcmp.scheduler.BlockScheduler`."""
+    up to date. The step provider of `qatcmp.replicas.BlockScheduler` (a step's units name
+    each variant's first server; every replica of the variant may answer them)."""
 
     def __init__(self, run: RunDir, spec: RunSpec, models: Sequence[str], settings: AdaptiveSettings,
                  *, retry_errors: bool = True, log: Callable[[str], None] | None = None,

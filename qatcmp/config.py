@@ -95,6 +95,10 @@ class ServerConfig(Strict):
     base_url: str
     api_key_env: str | None = None
     max_concurrency: int = Field(4, ge=1, le=256)
+    # How many models the server holds in memory at once. None: what the server reports (oMLX's
+    # loaded models), else 1 (mlx-lm's server holds one). 2 or more lets the next variant start
+    # while the previous one's last answers finish.
+    max_loaded_models: int | None = Field(None, ge=1, le=64)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     headers: dict[str, str] = Field(default_factory=dict)

@@ -15,6 +15,7 @@ from qatcmp.client import ChatClient, RequestFailed
 from qatcmp.config import Config, ModelConfig
 from qatcmp.errors import QatcmpError
 from qatcmp.records import ServerInfo
+from qatcmp.replica_check import model_entry
 from qatcmp.request import request_template
 
 PREFLIGHT_PROMPT = "Say OK."
@@ -140,3 +141,17 @@ async def preflight(config: Config, models: list[ModelConfig], clients: dict[str
             raise RunAborted(f"model '{model.name}' ({model.model} on server '{model.server}'): {completion.error}")
         warnings.append(f"model '{model.name}': the check before the run failed ({completion.error}); trying the run anyway")
     return warnings
+
+
+def resident_models(configured: int | None, info: ServerInfo, model_ids: list[str]) -> int:
+    """How many models a server holds at once, for the scheduler: ``max_loaded_models`` from
+    servers.yaml when given; else, when the server's model status (oMLX's /v1/models/status,
+    ``loaded: true`` per model) shows several of this run's models loaded together, that many
+    (it evidently has the memory for them); else 1 - mlx-lm's server holds one, and a server
+    that says nothing is taken to hold one (switching under in-flight requests would make a
+    one-model server evict and reload)."""
+    if configured is not None:
+        return configured
+    loaded = sum(1 for model_id in dict.fromkeys(model_ids)
+                 if isinstance(entry := model_entry(info.model_status, model_id), dict) and entry.get("loaded") is True)
+    return max(1, loaded)

@@ -37,7 +37,7 @@ def replica_differences(variant: str, model_id: str, infos: Mapping[str, ServerI
 def model_identity(status: Any, model_id: str) -> dict[str, Any]:
     """The identity fields of ``model_id``'s entry in a /v1/models/status answer, whatever its
     shape (a list of entries, under "models"/"data", or a mapping keyed by model id)."""
-    entry = _find_entry(status, model_id)
+    entry = model_entry(status, model_id)
     if not isinstance(entry, dict):
         return {}
     return {k: v for k, v in entry.items()
@@ -45,7 +45,8 @@ def model_identity(status: Any, model_id: str) -> dict[str, Any]:
             and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200}
 
 
-def _find_entry(status: Any, model_id: str) -> Any:
+def model_entry(status: Any, model_id: str) -> Any:
+    """``model_id``'s entry in a /v1/models/status answer (any of the shapes above), or None."""
     if not isinstance(status, dict):
         return None
     if isinstance(status.get(model_id), dict):

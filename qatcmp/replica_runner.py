@@ -1,6 +1,8 @@
-"""The runner's part for variants on several servers: a loop per server that pulls a request
-per free slot (``ReplicaScheduler``), hands a downed replica's work to the others, and skips a
-replica that does not answer at the start when its variants have another server.
+"""The runner's part that drives the pull engine (``qatcmp.replicas``): a loop per server that
+pulls a request per free slot, hands a downed replica's work to the others, and skips a
+replica that does not answer at the start when its variants have another server; and the
+placement the engine gets (each variant's servers, how many models each server holds, the
+answer lengths on disk).
 
 A mixin of ``Runner`` (it uses the runner's ``_run_unit``, summary and warnings), kept apart so
 that runner.py stays about the run itself.
@@ -12,7 +14,7 @@ import asyncio
 
 from qatcmp.client import ChatClient
 from qatcmp.concurrency import ServerDown, ServerGate
-from qatcmp.preflight import RunAborted, check_reachable
+from qatcmp.preflight import RunAborted, check_reachable, resident_models
 from qatcmp.records import ServerInfo
 from qatcmp.replicas import ReplicaScheduler
 from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
@@ -25,20 +27,36 @@ OUTAGE_CHECK_EVERY = 0.5
 
 class ReplicaRunning:
     def _make_scheduler(self, pending: list[WorkUnit]) -> Scheduler:
+        """The pull engine over every server of each variant (an adaptive run's factory gets
+        the same placement: replicas, models each server holds, answer lengths on disk)."""
         order = [m.name for m in self.models]
-        if self.scheduler_factory is ModelByModelScheduler and any(m.replicas for m in self.models):
-            # A variant on several servers: each server pulls work as it has free slots.
-            return ReplicaScheduler(pending, order, replicas={m.name: m.servers for m in self.models})
-        if any(m.replicas for m in self.models):
-            self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
-        return self.scheduler_factory(pending, order)
+        if self.scheduler_factory is ModelByModelScheduler:
+            if any(m.replicas for m in self.models):
+                self._warn("this scheduler sends each variant to its first server only; its other servers are not used")
+            return ModelByModelScheduler(pending, order)
+        # Only variants with work left: their servers are the ones the run has clients for.
+        variants = {u.model for u in pending}
+        placement = {"replicas": {m.name: m.servers for m in self.models if m.name in variants},
+                     "resident": self.resident, "lengths": self.lengths}
+        return (self.scheduler_factory or ReplicaScheduler)(pending, order, **placement)
+
+    def _resident_models(self, servers: list[str], infos: list[ServerInfo]) -> dict[str, int]:
+        """How many models each server holds at once (servers.yaml, else what it reports)."""
+        resident = {}
+        for name, info in zip(servers, infos):
+            ids = [m.model for m in self.models if name in m.servers]
+            resident[name] = resident_models(self.config.server(name).max_loaded_models, info, ids)
+            if resident[name] > 1 and len(set(ids)) > 1:
+                self.progress.log(f"server '{name}' holds {resident[name]} models at once: "
+                                  "the next variant starts while the last answers of the previous one finish")
+        return resident
 
     def _unreachable_replicas(self, servers: list[str], infos: list[ServerInfo], pending: list[WorkUnit]) -> set[str]:
         """Replicas that do not answer at the start but whose variants have another server that
         does: the run goes on without them (with a warning). Any other unreachable server is
         left to ``check_reachable``, which stops the run."""
-        if self.scheduler_factory is not ModelByModelScheduler or not any(m.replicas for m in self.models):
-            return set()  # only a pulling scheduler uses the other replicas
+        if self.scheduler_factory is ModelByModelScheduler or not any(m.replicas for m in self.models):
+            return set()  # only the pulling engine uses the other replicas
         down = {name for name, info in zip(servers, infos) if _unreachable(name, info)}
         variants = {u.model for u in pending}
         skipped = set()
@@ -58,12 +76,12 @@ class ReplicaRunning:
         current_model: str | None = None
         try:
             while True:
-                if gate.down and hasattr(scheduler, "give_back"):
+                if gate.down and scheduler.shared(server):  # type: ignore[attr-defined]
                     await self._lend_out_while_down(server, scheduler, gate, running)
                     if gate.down:
                         break  # nothing left that this server could get
                     continue
-                if len(running) < max(1, gate.limit):
+                if _room_for_more(len(running), gate):
                     batch = scheduler.next_batch(server)
                     if batch is None:
                         break
@@ -72,6 +90,7 @@ class ReplicaRunning:
                             self.summary.model_switches += 1
                         current_model = batch[0].model
                         running.update(asyncio.create_task(self._run_unit(u, client, gate, scheduler)) for u in batch)
+                        await asyncio.sleep(0)  # let them take their slots before counting again
                         continue
                 if running:
                     # Woken now and then to notice an outage (its requests wait in the gate).
@@ -116,6 +135,16 @@ async def _cancel_all(tasks: set[asyncio.Task]) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     tasks.clear()
+
+
+def _room_for_more(running: int, gate: ServerGate) -> bool:
+    """Whether to pull another request: one per slot of the adaptive limit, and more while a
+    slot stands free (a request pausing after "server full" has given its slot back; without
+    another one waiting, the server would work on fewer than it takes), up to twice the limit."""
+    limit = max(1, gate.limit)
+    if running < limit:
+        return True
+    return running < 2 * limit and not gate.down and gate.in_flight < gate.limit
 
 
 def _unreachable(name: str, info: ServerInfo) -> bool:

@@ -39,10 +39,11 @@ from qatcmp.records import (
 )
 from qatcmp.replica_check import replica_differences
 from qatcmp.replica_runner import ReplicaRunning
+from qatcmp.replicas import LengthBook
 from qatcmp.request import build_request, request_template
 from qatcmp.rundir import JsonlAppender, RunDir, item_hashes, start_session
 from qatcmp.runlock import LOCK_NAME
-from qatcmp.scheduler import ModelByModelScheduler, Scheduler, WorkUnit
+from qatcmp.scheduler import Scheduler, WorkUnit
 
 # After this many answers with no reasoning from a model set to think, say so.
 NO_REASONING_WARN_AFTER = 3
@@ -186,7 +187,7 @@ class Runner(ReplicaRunning):
         retry_errors: bool = True,
         progress: RunProgress | None = None,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-        scheduler_factory=ModelByModelScheduler,
+        scheduler_factory=None,
     ):
         self.config = config
         self.models = models
@@ -198,7 +199,10 @@ class Runner(ReplicaRunning):
         self.retry_errors = retry_errors
         self.progress = progress or RunProgress(live=False)
         self.transports = transports or {}
+        # None: the pull engine (qatcmp.replicas); an adaptive run passes its block scheduler's.
         self.scheduler_factory = scheduler_factory
+        self.lengths = LengthBook()  # answer lengths on disk when the run started (for the scheduler)
+        self.resident: dict[str, int] = {}  # server -> models it holds at once
         self.summary = RunSummary(run_dir=Path(run_dir))
         self._items = {(p.selection.name, item.item_id): item for p in plans for item in p.items}
         self._templates = {m.name: request_template(config, m, seed) for m in models}
@@ -213,11 +217,11 @@ class Runner(ReplicaRunning):
     # ------------------------------------------------------------ planning
 
     def pending_units(self) -> list[WorkUnit]:
-        done = {
-            r.key
-            for r in self.run.read_transcripts()
-            if r.ok or not self.retry_errors
-        }
+        records = self.run.read_transcripts()
+        self.lengths = LengthBook()
+        for record in records:
+            self.lengths.learn(record)
+        done = {r.key for r in records if r.ok or not self.retry_errors}
         units: list[WorkUnit] = []
         for model in self.models:
             for plan in self.plans:
@@ -273,6 +277,7 @@ class Runner(ReplicaRunning):
             for warning in await preflight(self.config, needed, clients, dict(zip(servers_needed, infos))):
                 self._warn(warning)
             self._register_progress(pending)
+            self.resident = self._resident_models(servers_needed, infos)
             scheduler = self._make_scheduler(pending)
             for name in unreachable:
                 scheduler.server_down(name)  # type: ignore[attr-defined]

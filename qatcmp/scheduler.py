@@ -2,8 +2,10 @@
 
 The runner asks a scheduler, per server, for the next *batch*: requests for one model
 variant that may run concurrently. It reports every finished request back, so a scheduler can
-change its mind (an adaptive scheduler that interleaves variants in blocks and stops once the
-comparison is decided will plug in here).
+change its mind. The runner's engine is `qatcmp.replicas` (pull a request per free slot, over
+every replica of a variant; gated in blocks for adaptive runs); ``ModelByModelScheduler`` is
+the plain variant-by-variant order, kept as the reference `bench/bench_schedule.py` compares
+against.
 """
 
 from __future__ import annotations
@@ -78,59 +80,3 @@ class Step:
 
     units: list[WorkUnit]
     model_order: list[str]
-
-
-class BlockScheduler:
-    """Work in steps from a provider (`qatcmp.adaptive.AdaptiveController.next_step`): the
-    units of one step, one batch per model and server in the step's model order; when every
-    unit of the step is recorded, the provider sees those records and plans the next step
-    (or ends the run with None). A server that has finished its part of a step gets an empty
-    batch (wait) until the other servers have finished theirs."""
-
-    def __init__(self, servers: list[str], next_step):
-        self._servers = list(servers)
-        self._next_step = next_step
-        self._queues: dict[str, list[list[WorkUnit]]] = {}
-        self._outstanding: set[tuple[str, str, str, int]] = set()
-        self._finished: list[TranscriptRecord] = []
-        self._started = False
-        self._done = False
-
-    def servers(self) -> list[str]:
-        return list(self._servers)
-
-    def _plan(self) -> None:
-        # A provider that returns an empty step would never be asked again: treat as done.
-        step = self._next_step(self._finished)
-        self._finished = []
-        self._started = True
-        if step is None or not step.units:
-            self._done = True
-            self._queues = {}
-            return
-        rank = {name: i for i, name in enumerate(step.model_order)}
-        per_server: dict[str, OrderedDict[str, list[WorkUnit]]] = {}
-        for unit in step.units:
-            per_server.setdefault(unit.server, OrderedDict()).setdefault(unit.model, []).append(unit)
-            self._outstanding.add(unit.key)
-        self._queues = {
-            server: [batch for _, batch in sorted(per_model.items(), key=lambda kv: rank.get(kv[0], len(rank)))]
-            for server, per_model in per_server.items()
-        }
-
-    def next_batch(self, server: str) -> list[WorkUnit] | None:
-        if not self._started:
-            self._plan()
-        while not self._done:
-            queue = self._queues.get(server)
-            if queue:
-                return queue.pop(0)
-            if self._outstanding or any(self._queues.values()):
-                return []  # other servers (or this one's requests in flight) still on this step
-            self._plan()
-        return None
-
-    def record(self, unit: WorkUnit, record: TranscriptRecord) -> None:
-        if unit.key in self._outstanding:
-            self._outstanding.discard(unit.key)
-            self._finished.append(record)

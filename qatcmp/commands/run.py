@@ -16,7 +16,7 @@ from qatcmp.redact import mask
 from qatcmp.rundir import RunDir, finish_session
 from qatcmp.runlock import RunLock, check_out_folder
 from qatcmp.runner import Runner, RunSummary
-from qatcmp.scheduler import BlockScheduler
+from qatcmp.replicas import BlockScheduler
 from qatcmp.selection import plan_benchmarks, plans_from_run
 
 # More answers per question than any pass@k estimate needs; a larger number is a typo.
@@ -186,13 +186,13 @@ def saved(summary: RunSummary) -> str:
 def _block_scheduler_factory(run, model_names, settings, retry_errors, progress, holder):
     """The runner calls this once the run folder is prepared (manifest and items written)."""
 
-    def factory(pending, model_order):
+    def factory(pending, model_order, **placement):
         controller = adaptive.AdaptiveController(run, run.read_manifest().spec, model_names, settings,
                                                  retry_errors=retry_errors, log=progress.log,
                                                  on_state=progress.show_pairs)
         holder.append(controller)
-        servers = list(dict.fromkeys(unit.server for unit in pending))
-        return BlockScheduler(servers, controller.next_step)
+        # Blocks are pulled by every replica of a variant (placement: replicas, resident models).
+        return BlockScheduler(controller.next_step, model_order, **placement)
 
     return factory
 

@@ -1,0 +1,163 @@
+"""Placement, pure: how many models a server holds at once (servers.yaml, else what the server
+reports), balance by expected answer tokens rather than question counts, and the expected
+length of a question from answers on disk and from requests still in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from qatcmp.config import parse_config
+from qatcmp.errors import ConfigError
+from qatcmp.preflight import resident_models
+from qatcmp.records import ServerInfo, TranscriptRecord, Usage, utcnow
+from qatcmp.replicas import ReplicaScheduler
+from qatcmp.scheduler import WorkUnit
+
+
+def units(model: str, server: str, items) -> list[WorkUnit]:
+    return [WorkUnit(model, server, "mmlu_pro", q, 0) for q in items]
+
+
+def answered(model: str, item: str, tokens: int, latency: float | None = None) -> TranscriptRecord:
+    now = utcnow()
+    return TranscriptRecord(model=model, benchmark="mmlu_pro", item_id=item, sample=0, server="s1",
+                            messages=[{"role": "user", "content": "q"}], request={}, content="a",
+                            usage=Usage(completion_tokens=tokens), latency_s=latency, started_at=now, finished_at=now)
+
+
+OMLX_STATUS = {"models": [
+    {"id": "gemma-4bit", "loaded": True, "estimated_size": 15_000_000_000},
+    {"id": "gemma-8bit", "loaded": True, "estimated_size": 28_000_000_000},
+    {"id": "gemma-6bit", "loaded": False},
+    {"id": "other", "loaded": True},
+]}
+
+
+def test_models_held_at_once_come_from_servers_yaml_else_from_what_the_server_reports():
+    info = ServerInfo(base_url="http://x", model_status=OMLX_STATUS)
+    run_ids = ["gemma-4bit", "gemma-8bit", "gemma-6bit"]
+    assert resident_models(None, info, run_ids) == 2  # two of the run's models loaded together
+    assert resident_models(1, info, run_ids) == 1  # servers.yaml wins (a user who knows better)
+    assert resident_models(3, ServerInfo(base_url="http://x"), run_ids) == 3
+    assert resident_models(None, ServerInfo(base_url="http://x"), run_ids) == 1  # mlx-lm says nothing: one
+    assert resident_models(None, info, ["gemma-6bit"]) == 1  # a model of another run is not ours
+    hostile = ServerInfo(base_url="http://x", model_status={"models": [{"id": "gemma-4bit", "loaded": "yes"},
+                                                                      {"id": "gemma-8bit", "loaded": 1}, "junk"]})
+    assert resident_models(None, hostile, run_ids) == 1  # only a literal true counts
+
+
+def test_max_loaded_models_in_servers_yaml_is_read_and_checked():
+    text = ("servers:\n  - {name: mac1, base_url: 'http://mac1:8000/v1', max_loaded_models: 2}\n"
+            "models:\n  - {name: a, server: mac1, model: m}\n")
+    assert parse_config(text).server("mac1").max_loaded_models == 2
+    assert parse_config(text.replace(", max_loaded_models: 2", "")).server("mac1").max_loaded_models is None
+    with pytest.raises(ConfigError):
+        parse_config(text.replace("max_loaded_models: 2", "max_loaded_models: 0"))
+
+
+def test_a_server_choosing_a_variant_weighs_expected_tokens_not_question_counts():
+    # a: ten questions whose answers were short; b: four whose answers were long. A server
+    # picking a variant takes b (more work left), and so does the second (3 x 5000 tokens
+    # shared by two servers is still more than 10 x 100).
+    history = ([answered("x", f"a{i}", 100) for i in range(10)] + [answered("x", f"b{i}", 5000) for i in range(4)])
+    work = units("a", "s1", [f"a{i}" for i in range(10)]) + units("b", "s1", [f"b{i}" for i in range(4)])
+    sched = ReplicaScheduler(work, ["a", "b"], replicas={"a": ["s1", "s2"], "b": ["s1", "s2"]}, history=history)
+    assert sched.next_batch("s1")[0].model == "b"
+    assert sched.next_batch("s2")[0].model == "b"
+    # By question count alone, a (10) would have come first.
+    plain = ReplicaScheduler(work, ["a", "b"], replicas={"a": ["s1", "s2"], "b": ["s1", "s2"]})
+    assert plain.next_batch("s1")[0].model == "a"
+
+
+def test_a_resumed_run_starts_with_the_questions_that_were_long_on_disk():
+    history = [answered("other", "q0", 50), answered("other", "q1", 9000), answered("other", "q2", 400)]
+    sched = ReplicaScheduler(units("a", "s1", ["q0", "q1", "q2"]), ["a"], history=history)
+    taken = []
+    while batch := sched.next_batch("s1"):
+        taken.append(batch[0].item_id)
+    assert taken == ["q1", "q2", "q0"]
+
+
+def test_a_question_nobody_answered_yet_counts_as_its_benchmarks_typical_length():
+    # HumanEval answers ran long in this run, MMLU-Pro ones short: of two unseen questions,
+    # the HumanEval one starts first.
+    history = [answered("x", f"m{i}", 200) for i in range(5)]
+    history += [answered("x", f"h{i}", 4000).model_copy(update={"benchmark": "humaneval"}) for i in range(2)]
+    work = [WorkUnit("a", "s1", "mmlu_pro", "m9", 0), WorkUnit("a", "s1", "humaneval", "h9", 0)]
+    sched = ReplicaScheduler(work, ["a"], history=history)
+    assert [sched.next_batch("s1")[0].benchmark for _ in range(2)] == ["humaneval", "mmlu_pro"]
+    assert [ReplicaScheduler(work, ["a"]).next_batch("s1")[0].benchmark] == ["mmlu_pro"]  # nothing known: run order
+
+
+def test_a_request_running_long_elsewhere_counts_as_a_long_answer():
+    # Variant a runs q0..q3 on s1; q2 is still running after 100 s while the others came back
+    # (300-500 tokens in 30 s each): b, on s2, starts with q2 rather than q1 (the longest known).
+    lengths = {"q0": 300, "q1": 500, "q3": 400}
+    work = units("a", "s1", ["q0", "q1", "q2", "q3"]) + units("b", "s2", ["q0", "q1", "q2", "q3"])
+
+    def first_for_b(elapsed: float) -> str:
+        now = [0.0]
+        sched = ReplicaScheduler(work, ["a", "b"], clock=lambda: now[0], chunk=4)
+        out = sched.next_batch("s1")
+        assert [u.item_id for u in out] == ["q0", "q1", "q2", "q3"]
+        for unit in out:
+            if unit.item_id in lengths:
+                sched.record(unit, answered("a", unit.item_id, lengths[unit.item_id], latency=30.0))
+        now[0] = elapsed
+        sched._chunk = 1
+        return sched.next_batch("s2")[0].item_id
+
+    assert first_for_b(100.0) == "q2"  # 100 s at ~13 tokens/s: over 1000 tokens so far
+    assert first_for_b(1.0) == "q1"  # just started: the average guess (400) is below q1's 500
+
+
+def test_a_one_model_server_joins_a_shared_variant_at_the_start_but_not_a_small_rest_when_leaving_its_own():
+    # Two replicas of one variant with only 3 questions: both take part from the start (no
+    # switch is saved by staying idle) ...
+    sched = ReplicaScheduler(units("a", "s1", ["q0", "q1", "q2"]), ["a"], replicas={"a": ["s1", "s2"]})
+    assert sched.next_batch("s1") and sched.next_batch("s2")
+    # ... but a server leaving its own variant does not switch for a small rest of another's.
+    work = units("a", "s1", [f"q{i}" for i in range(5)]) + units("b", "s2", [f"q{i}" for i in range(5)])
+    sched = ReplicaScheduler(work, ["a", "b"], replicas={"a": ["s1"], "b": ["s1", "s2"]})
+    for _ in range(3):
+        assert sched.next_batch("s2")[0].model == "b"
+    mine = [sched.next_batch("s1")[0] for _ in range(5)]
+    assert {u.model for u in mine} == {"a"}
+    for unit in mine:
+        sched.record(unit, answered("a", unit.item_id, 10))
+    assert sched.next_batch("s1") == []  # b has 2 left and s2 on it: not worth s1's switch
+    assert len(sched.next_batch("s2")) == 1
+
+
+@pytest.mark.parametrize("held", [1, 2])
+def test_a_server_holding_two_models_starts_the_next_variant_while_the_last_answers_finish(tmp_path, held):
+    # Against a real local HTTP server: with max_loaded_models 2 the runner's scheduler starts
+    # variant b while a's last requests are still out; with 1, b waits for all of a.
+    from misbehaving_server import MisbehavingServer
+    from qatcmp.cli import main
+    from qatcmp.rundir import RunDir
+
+    with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
+        config = tmp_path / "servers.yaml"
+        config.write_text(f"""
+servers:
+  - name: one
+    base_url: {server.base_url}
+    max_concurrency: 4
+    max_loaded_models: {held}
+    retries: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
+defaults:
+  sampling: {{temperature: 0.0, max_tokens: 64}}
+models:
+  - {{name: a, server: one, model: m1}}
+  - {{name: b, server: one, model: m2}}
+""")
+        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
+                     "--mmlu-pro-data", "builtin", "--plain"])
+    assert code == 0
+    records = RunDir(tmp_path / "run").read_transcripts()
+    assert len(records) == 18
+    first, second = sorted({r.model for r in records}, key=lambda m: min(r.started_at for r in records if r.model == m))
+    last_of_first = max(r.finished_at for r in records if r.model == first)
+    first_of_second = min(r.started_at for r in records if r.model == second)
+    assert (first_of_second < last_of_first) is (held == 2)
