@@ -98,7 +98,7 @@ def benchmark_status_lines(state: AdaptiveState, escape: Escape = _md) -> list[s
     for name, bench in state.benchmarks.items():
         status = ("finished" if bench.finished else
                   f"not finished (still asking {', '.join(escape(v) for v in bench.active)}; the same command continues)")
-        lines.append(f"{benchmark_name(name, escape)}: {bench.blocks_done} blocks, {bench.questions_asked} of a budget of "
+        lines.append(f"{benchmark_name(name, escape)}: {bench.blocks_done} block{'' if bench.blocks_done == 1 else 's'}, {bench.questions_asked} of a budget of "
                      f"{bench.budget} questions asked; {status}.")
     return lines
 
