@@ -12,9 +12,12 @@ from pydantic import BaseModel, Field, ValidationError
 from qatcmp.errors import DataError
 
 ADAPTIVE_FILE = "adaptive.json"
-# Smaller blocks stop closer to where the evidence was reached (less overshoot) but cost
-# (variants − 1) model switches each on a server holding one model (README, Adaptive runs).
-DEFAULT_BLOCK = 10
+# Smaller blocks stop closer to where the evidence was reached (less overshoot), but every
+# block ends at a barrier that waits for its longest answer and costs (variants − 1) model
+# switches on a one-model server: with thinking-length answers, blocks of 10 nearly double
+# a run's wall time, blocks of 25 cost ~1.4x, 50 ~1.15x (bench/bench_schedule.py --blocks B;
+# README, Adaptive runs, "Block size").
+DEFAULT_BLOCK = 25
 DEFAULT_ALPHA = 0.05
 DEFAULT_MARGIN = 0.05
 
