@@ -108,7 +108,7 @@ class Attack:
     entry_point: str = "f"
     prompt: str = PROMPT
     statuses: tuple[str, ...] = ("failed", "timeout")
-    detail_has: str = ""  # the reason must name this
+    detail_has: str = ""  # the reason must name this (or one of several, separated by "|")
     spy_in_test: bool = False  # a hostile dataset: the prelude runs in the judge
 
 
@@ -291,11 +291,15 @@ def attacks() -> dict[str, Attack]:
             def f(x):
                 return x
         """),
+        # Big chunks: the address-space limit (1 GiB) stops the second one at once, after only
+        # 512 MiB was zero-filled. On a loaded 2-core machine even that can outlast the 4 s
+        # wall limit (seen once in CI), so a time-out is also a right reason: either way the
+        # bomb is stopped, nothing changes and the good answers still pass.
         "memory_bomb": Attack("""
             hoard = []
             while True:
-                hoard.append(bytearray(64 << 20))
-        """, detail_has="Memory"),
+                hoard.append(bytearray(512 << 20))
+        """, detail_has="Memory|time limit"),
         "fill_the_disk": Attack("""
             import os
             block = b"x" * (1 << 20)
@@ -486,7 +490,7 @@ class World:
             found.append(f"status {outcome.status!r} ({outcome.detail}) not in {attack.statuses}")
         if not outcome.detail and outcome.status != "passed":
             found.append("no reason given")
-        if attack.detail_has and attack.detail_has not in outcome.detail:
+        if attack.detail_has and not any(part in outcome.detail for part in attack.detail_has.split("|")):
             found.append(f"reason {outcome.detail!r} does not name {attack.detail_has!r}")
         seen = outcome.output + outcome.detail
         servers_line = "base_url: http://127.0.0.1:8000/v1"
