@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import datetime
@@ -21,6 +20,7 @@ import pytest
 
 from qatcmp.cli import main
 from qatcmp.rundir import RunDir
+from replica_stop import stop_once_it_answered
 
 pytestmark = pytest.mark.server
 
@@ -109,16 +109,7 @@ def test_a_replica_stopped_mid_adaptive_run_hands_its_work_to_the_other(two_repl
     _, r2 = two_replicas
     transcript = RunDir(out).transcript_file("q4", "mmlu_pro")
 
-    def stop_r2_once_it_answered() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if transcript.exists() and '"server":"r2"' in transcript.read_text().replace(" ", ""):
-                r2.stop()
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=stop_r2_once_it_answered)
-    watcher.start()
+    watcher = stop_once_it_answered(transcript, "r2", r2.stop, timeout=120)
     started = time.monotonic()
     try:
         code = main(command(config, out))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from qatcmp.config import parse_config
 from qatcmp.rundir import RunDir
 from qatcmp.runner import Runner
 from qatcmp.selection import plan_benchmarks
+from replica_stop import stop_once_it_answered
 
 pytestmark = pytest.mark.server
 
@@ -71,16 +71,7 @@ def test_a_replica_stopped_mid_run_hands_its_work_to_the_other(two_replicas, tmp
     text = replica_config({"r1": a.base_url, "r2": b.base_url}, next(iter(a.model_ids.values())), outage_wait=outage_wait)
     transcript = RunDir(out).transcript_file("q4", "mmlu_pro")
 
-    def stop_r2_once_it_answered() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if transcript.exists() and '"server":"r2"' in transcript.read_text().replace(" ", ""):
-                b.stop()
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=stop_r2_once_it_answered)
-    watcher.start()
+    watcher = stop_once_it_answered(transcript, "r2", b.stop, timeout=60)
     started = time.monotonic()
     try:
         summary, item_ids = run(text, out, mmlu=20)
