@@ -58,7 +58,10 @@ from qatcmp.stats.proportions import wilson_interval
 from qatcmp.adaptive_state import DEFAULT_BLOCK
 from qatcmp.stats.sequential import analyse_pair
 
-METHODS = ("uniform", "plan")
+METHODS = ("uniform", "plan", "plan+fut")
+# The futility level of the "plan+fut" method (`--futility β` with `--plan-gap`): 1 − the 80%
+# power the fixed designs are sized for.
+FUTILITY = 0.2
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLAY = ROOT / "tests" / "data" / "tiger_lab_mmlu_pro_llama3_paired_correct.csv.gz"
@@ -85,6 +88,7 @@ class Result:
     mean_n: float
     median_n: float
     equivalent: float
+    below_plan: float
     n_unpaired: int | None
     n_paired: int | None
 
@@ -111,7 +115,8 @@ def fixed_paired_power(rng: np.random.Generator, s: Scenario, n: int, reps: int,
     return hits / reps
 
 
-def run_scenario(s: Scenario, *, reps: int, block: int, alpha: float, margin: float, seed: int) -> dict[str, Result]:
+def run_scenario(s: Scenario, *, reps: int, block: int, alpha: float, margin: float, seed: int,
+                 futility: float = FUTILITY) -> dict[str, Result]:
     """Every method on the same simulated runs (common random numbers)."""
     rng = np.random.default_rng(seed)
     looks = list(range(block, s.budget + 1, block))
@@ -121,16 +126,19 @@ def run_scenario(s: Scenario, *, reps: int, block: int, alpha: float, margin: fl
     different = dict.fromkeys(METHODS, 0)
     right_sign = dict.fromkeys(METHODS, 0)
     equivalent = dict.fromkeys(METHODS, 0)
+    below_plan = dict.fromkeys(METHODS, 0)
     for _ in range(reps):
         d = simulate_differences(rng, s, s.budget)
         for method in METHODS:
-            plan = s.planned_gap if method == "plan" else None
-            out = analyse_pair(d, looks, alpha=alpha, family_size=1, margin=margin, plan_gap=plan)
+            plan = s.planned_gap if method != "uniform" else None
+            out = analyse_pair(d, looks, alpha=alpha, family_size=1, margin=margin, plan_gap=plan,
+                               futility=futility if method == "plan+fut" else None)
             used[method].append(out.decided_at or s.budget)
             if out.decision == "different":
                 different[method] += 1
                 right_sign[method] += s.gap != 0 and out.looks[-1].diff * s.gap > 0
             equivalent[method] += out.decision == "equivalent"
+            below_plan[method] += out.decision == "below-plan"
     null = s.gap == 0
     n_unpaired = independent_sample_size(s.accuracy, s.planned_gap, alpha=alpha, power=0.8)
     n_paired = paired_sample_size(s.planned_gap, s.discordance, alpha=alpha, power=0.8)
@@ -144,6 +152,7 @@ def run_scenario(s: Scenario, *, reps: int, block: int, alpha: float, margin: fl
             mean_n=float(np.mean(used[method])),
             median_n=float(statistics.median(used[method])),
             equivalent=equivalent[method] / reps,
+            below_plan=below_plan[method] / reps,
             n_unpaired=None if null else n_unpaired,
             n_paired=None if null else n_paired,
         )
@@ -238,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--margin", type=float, default=0.05, help="equivalence margin (default 0.05)")
     ap.add_argument("--budget-factor", type=float, default=2.0,
                     help="budget = this x the fixed paired design's n (default 2)")
+    ap.add_argument("--futility", type=float, default=FUTILITY,
+                    help=f"futility level of the plan+fut method (default {FUTILITY})")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 reps")
     ap.add_argument("--priors", action="store_true", help="compare mixing priors for the default e-value instead")
@@ -251,22 +262,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"alpha {args.alpha}, block {args.block}, margin ±{args.margin}, budget {args.budget_factor:g}x fixed paired n, "
           f"{reps} runs per scenario; n = questions per model")
-    header = (f"{'scenario':<40} {'method':<7} {'budget':>6} {'type-I [95% MC]':>20} {'power':>6} {'fixed':>6} "
-              f"{'mean n':>7} {'median':>7} {'unpaired':>8} {'paired':>7} {'mean/unp':>8} {'mean/pair':>9} {'equiv':>6}")
+    header = (f"{'scenario':<40} {'method':<8} {'budget':>6} {'type-I [95% MC]':>20} {'power':>6} {'fixed':>6} "
+              f"{'mean n':>7} {'median':>7} {'unpaired':>8} {'paired':>7} {'mean/unp':>8} {'mean/pair':>9} {'equiv':>6} {'below':>6}")
     print(header)
     print("-" * len(header))
     for index, s in enumerate(scenarios(args.alpha, args.budget_factor, args.block)):
         if args.only and args.only not in s.name:
             continue
-        results = run_scenario(s, reps=reps, block=args.block, alpha=args.alpha, margin=args.margin, seed=args.seed + index)
+        results = run_scenario(s, reps=reps, block=args.block, alpha=args.alpha, margin=args.margin, seed=args.seed + index,
+                               futility=args.futility)
         for method, r in results.items():
             type_one = (f"{r.type_one:.3f} [{r.type_one_ci[0]:.3f},{r.type_one_ci[1]:.3f}]"
                         if r.type_one is not None else "-")
             ratio_u = f"{r.mean_n / r.n_unpaired:.2f}" if r.n_unpaired else "-"
             ratio_p = f"{r.mean_n / r.n_paired:.2f}" if r.n_paired else "-"
-            print(f"{s.name:<40} {method:<7} {s.budget:>6} {type_one:>20} {_f(r.power):>6} {_f(r.fixed_paired_power):>6} "
+            print(f"{s.name:<40} {method:<8} {s.budget:>6} {type_one:>20} {_f(r.power):>6} {_f(r.fixed_paired_power):>6} "
                   f"{r.mean_n:>7.0f} {r.median_n:>7.0f} {_i(r.n_unpaired):>8} {_i(r.n_paired):>7} {ratio_u:>8} "
-                  f"{ratio_p:>9} {r.equivalent:>6.2f}", flush=True)
+                  f"{ratio_p:>9} {r.equivalent:>6.2f} {r.below_plan:>6.2f}", flush=True)
     print(f"\nTargets: type-I <= alpha (MC interval's lower end below {args.alpha}); at a real gap mean n <= 0.5x unpaired "
           "and <= 0.9x paired, at power >= the fixed paired design's.")
     print(f"({time.monotonic() - started:.0f} s)")

@@ -46,10 +46,14 @@ def stopping_rule(settings: AdaptiveSettings, samples: int) -> str:
     if settings.plan_gap is not None:
         evidence = (f"an e-value betting on a gap of {100 * settings.plan_gap:g} points (--plan-gap), hedged with "
                     f"{evidence} (weight 1/4)")
+    futility = ""
+    if settings.futility is not None and settings.plan_gap is not None:
+        futility = (f", or 'below-plan' once gaps of ±{100 * settings.plan_gap:g} points or more are rejected at level "
+                    f"{settings.futility:g} (--futility)")
     return (
         f"After every block of {settings.block} questions, a pair is 'different' once {evidence} reaches m/α "
         f"(α = {settings.alpha:g}, m = the pairs compared on that benchmark), or 'equivalent' once its anytime "
-        f"{100 * (1 - settings.alpha):g}%/m interval lies inside ±{100 * settings.margin:g} points; a variant stops "
+        f"{100 * (1 - settings.alpha):g}%/m interval lies inside ±{100 * settings.margin:g} points{futility}; a variant stops "
         "being asked when all its pairs are decided, and the run stops when every pair is decided or the budget is spent."
     )
 
@@ -153,7 +157,7 @@ def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool
     looks = sorted(set(n for n in ends if n > 0))
     block_of = {n: ends.index(n) + 1 for n in looks}
     outcome = (analyse_pair(d, looks, alpha=settings.alpha, family_size=m, margin=settings.margin,
-                            plan_gap=settings.plan_gap) if looks else None)
+                            plan_gap=settings.plan_gap, futility=settings.futility) if looks else None)
     result = _PairAnalysis([], None)
     if outcome is None:
         return result
@@ -162,7 +166,8 @@ def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool
         decision = outcome.decision if last else "undecided"
         block = block_of[look.questions]
         entry = BlockLook(block=block, questions=look.questions, diff=look.diff, interval=look.interval,
-                          e_value=look.max_e_value, p_anytime=min(1.0, m * look.p_anytime), decision=decision)
+                          e_value=look.max_e_value, p_anytime=min(1.0, m * look.p_anytime), decision=decision,
+                          futility_capital=look.futility_capital)
         more = None
         if decision == "undecided":
             more = more_questions_estimate(look, alpha=settings.alpha, family_size=m, margin=settings.margin,
@@ -171,6 +176,7 @@ def _analyse(benchmark: str, item_ids: Sequence[str], correct: Mapping[Key, bool
             benchmark=benchmark, a=pair[0], b=pair[1], decision=decision, questions_used=look.questions,
             a_only=look.a_only, b_only=look.b_only, diff=look.diff, interval=look.interval,
             e_value=look.max_e_value, p_anytime=entry.p_anytime, more_questions=more,
+            futility_capital=look.futility_capital,
         )
         result.looks.append((block, entry, state))
         if decision != "undecided":
@@ -355,13 +361,14 @@ def check_settings(run: RunDir, settings: AdaptiveSettings) -> None:
         # The decisions can be recomputed from the transcripts, but not the rule they used.
         raise ConfigError(
             f"{path} is unreadable, so the rule this run started with is unknown; delete it and run the same "
-            "command with the original --block, --alpha, --margin, --reference and --plan-gap"
+            "command with the original --block, --alpha, --margin, --reference, --plan-gap and --futility"
         )
     if old != settings:
         raise ConfigError(
             f"{run.path} is an adaptive run with --block {old.block} --alpha {old.alpha:g} --margin {old.margin:g}"
             + (f" --reference {old.reference}" if old.reference else "")
             + (f" --plan-gap {old.plan_gap:g}" if old.plan_gap is not None else "")
+            + (f" --futility {old.futility:g}" if old.futility is not None else "")
             + "; continue it with the same settings (changing the rule after looking at the data would void its guarantees)"
         )
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field, ValidationError
 from qatcmp.errors import DataError
 
 ADAPTIVE_FILE = "adaptive.json"
+# "below-plan": the futility stop (--futility) rejected gaps of ±plan_gap or more.
+Decision = Literal["different", "equivalent", "below-plan", "undecided"]
 # Smaller blocks stop closer to where the evidence was reached (less overshoot), but every
 # block ends at a barrier that waits for its longest answer and costs (variants − 1) model
 # switches on a one-model server: with thinking-length answers, blocks of 10 nearly double
@@ -32,6 +34,7 @@ class AdaptiveSettings(BaseModel):
     margin: float = DEFAULT_MARGIN
     reference: str | None = None
     plan_gap: float | None = None  # --plan-gap: the e-process bets on this accuracy difference
+    futility: float | None = None  # --futility β: stop a pair once gaps of ±plan_gap are rejected at β
 
 
 class BlockLook(BaseModel):
@@ -41,14 +44,15 @@ class BlockLook(BaseModel):
     interval: tuple[float, float]
     e_value: float
     p_anytime: float  # family-adjusted (Bonferroni): min(1, m / max E)
-    decision: Literal["different", "equivalent", "undecided"]
+    decision: Decision
+    futility_capital: float | None = None  # with --futility: min(max F+, max F-) so far
 
 
 class PairDecision(BaseModel):
     benchmark: str
     a: str
     b: str
-    decision: Literal["different", "equivalent", "undecided"]
+    decision: Decision
     questions_used: int
     a_only: int
     b_only: int
@@ -57,6 +61,7 @@ class PairDecision(BaseModel):
     e_value: float  # largest so far
     p_anytime: float  # family-adjusted
     more_questions: int | None = None  # if undecided: rough estimate of what it would take
+    futility_capital: float | None = None  # with --futility: min(max F+, max F-) so far (>= 1/β: below-plan)
     history: list[BlockLook] = Field(default_factory=list)
 
 

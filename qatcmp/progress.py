@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # The report's columns (pair_cells), with headers short enough for a terminal.
 _PAIR_COLUMNS = [("bench", "left"), ("pair", "left"), ("state", "left"), ("n", "right"), ("diff", "right"),
                  ("anytime interval", "left"), ("e-value", "right"), ("p (any)", "right"), ("more", "right")]
-_DECISION_STYLE = {"different": "bold red", "equivalent": "bold green", "undecided": "yellow"}
+_DECISION_STYLE = {"different": "bold red", "equivalent": "bold green", "below-plan": "cyan", "undecided": "yellow"}
 
 
 @dataclass

@@ -62,10 +62,13 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--plan-gap", type=float, metavar="G",
                    help="the accuracy difference you plan for, as a proportion (as `qatcmp plan --delta`): the test bets on it "
                         "and decides sooner near it (default: no plan, uniform prior)")
+    g.add_argument("--futility", type=float, metavar="BETA",
+                   help="with --plan-gap: also stop a pair once gaps of ±G or more are rejected at level BETA "
+                        "(decision 'below-plan'; 0.2 matches the plan's 80%% power; default: no futility stop)")
 
 
 def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) -> adaptive.AdaptiveSettings | None:
-    given = {k: getattr(args, k) for k in ("block", "alpha", "margin", "reference", "plan_gap") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("block", "alpha", "margin", "reference", "plan_gap", "futility") if getattr(args, k) is not None}
     if not args.until_decided:
         if given:
             raise ConfigError(f"--{next(iter(given)).replace('_', '-')} is an option of adaptive runs: add --until-decided")
@@ -85,6 +88,11 @@ def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) 
         raise ConfigError("--margin must be at least 0 and below 1")
     if settings.plan_gap is not None and not 0 < settings.plan_gap < 1:
         raise ConfigError("--plan-gap must be above 0 and below 1 (a proportion: 0.04 = 4 points)")
+    if settings.futility is not None:
+        if settings.plan_gap is None:
+            raise ConfigError("--futility needs --plan-gap: it stops a pair once gaps of the plan or more are rejected")
+        if not 0 < settings.futility < 0.5:
+            raise ConfigError("--futility must be above 0 and below 0.5 (the power it may cost at the planned gap; 0.2 is usual)")
     if len(models) < 2:
         raise ConfigError("--until-decided compares variants: give at least two")
     adaptive.family_pairs(models, settings.reference)  # an unknown --reference is refused here

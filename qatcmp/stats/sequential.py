@@ -43,6 +43,21 @@ error rate.
   reaches 1/α sooner than the uniform mixture (which pays ~½ ln n for not knowing p); when the
   true gap is far from G the hedge w keeps at least w·M_t (threshold effectively 1/(wα)).
 
+- **"below-plan"**, a futility stop (`--futility β`, with `--plan-gap G`): the pair stops when a
+  gap of G or more, in either direction, is itself rejected at level β. For the null
+  "E[d] >= G" the capital F⁺_t = Π(1 − κ_i (d_i − G)) is a nonnegative supermartingale for any
+  predictable κ_i in [0, 1/(1 − G)) (each factor has conditional mean 1 − κ_i(E[d_i] − G) <= 1
+  and stays above 0 for d_i in [−1, 1]); likewise F⁻_t = Π(1 + κ_i (d_i + G)) for "E[d] <= −G"
+  (testing by betting, Shafer 2021; Waudby-Smith & Ramdas 2024 §4). By Ville's inequality a
+  true gap of G or more (either sign) makes F⁺ or F⁻ ever reach 1/β with probability <= β, so
+  stopping the first time both have reached it costs at most β power at the planned gap and
+  the claim "|gap| < G" is wrong with probability <= β, at any data-dependent time. The bet is
+  the approximate-GRAPA fraction for the alternative "no difference", κ_i = G/(m̂₂_{i−1} + G²)
+  (the mean of G − d is G and its second moment E[d²] + G² there), capped at 0.9/(1 − G) so a
+  question against the bet keeps a tenth of the capital. This is the betting form of Wald's
+  two-boundary SPRT (Wald 1947): its lower boundary β/(1 − α) is the same idea, and like it
+  this stop saves most questions when the true gap is near 0 and some at the planned gap.
+
 The uniform-prior e-process, the confidence sequence and the running intersection come from
 the `ville` package (BernoulliTest, BettingTest, BettingCS), which implements exactly these
 formulas; `mixture_log_evalue` is the closed form above, kept for the reference values and for
@@ -63,7 +78,7 @@ import numpy as np
 from scipy.special import betaln
 from ville import BernoulliTest, BettingCS, BettingTest
 
-Decision = Literal["different", "equivalent", "undecided"]
+Decision = Literal["different", "equivalent", "below-plan", "undecided"]
 
 # The interval is kept on a grid of candidate differences and widened to the neighbouring
 # grid points (conservative); 4,000 points over [-1, 1] resolve 0.05 percentage points.
@@ -162,6 +177,44 @@ def log_evalue_path(d: Sequence[float], alpha: float, plan_gap: float | None = N
     return _uniform_log_evalue_path(arr, alpha)
 
 
+def _check_futility(futility: float | None, plan_gap: float | None) -> None:
+    if futility is None:
+        return
+    if plan_gap is None:
+        raise ValueError("a futility stop needs a planned gap: it rejects gaps of the plan or more")
+    if not 0 < futility < 1:
+        raise ValueError("the futility level must be between 0 and 1")
+
+
+def futility_bets(d: Sequence[float], plan_gap: float) -> np.ndarray:
+    """κ_i for each question i = 1..n, from questions 1..i−1 only (predictable):
+    min(G / (m̂₂_{i−1} + G²), 0.9/(1 − G)), m̂₂ as in `planned_bets`."""
+    arr = _check_differences(d)
+    _check_plan(plan_gap)
+    before = np.concatenate([[0.0], np.cumsum(arr**2)[:-1]]) if arr.size else np.zeros(0)
+    second_moment = (before + 1.0) / (np.arange(1, arr.size + 1) + 1.0)
+    return np.minimum(plan_gap / (second_moment + plan_gap**2), MAX_BET / (1.0 - plan_gap))
+
+
+def futility_log_capital_paths(d: Sequence[float], plan_gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """ln F⁺_t and ln F⁻_t after each question (module docstring): the capital against
+    "the gap is G or more" and against "the gap is −G or less"."""
+    arr = _check_differences(d)
+    if arr.size == 0:
+        return np.zeros(0), np.zeros(0)
+    bets = futility_bets(arr, plan_gap)
+    return np.cumsum(np.log1p(-bets * (arr - plan_gap))), np.cumsum(np.log1p(bets * (arr + plan_gap)))
+
+
+def futility_log_level_path(d: Sequence[float], plan_gap: float) -> np.ndarray:
+    """After each question, ln of the smaller of the two running maxima max_s F⁺_s and
+    max_s F⁻_s: the pair stops "below-plan" at level β once this reaches ln(1/β)."""
+    up, down = futility_log_capital_paths(d, plan_gap)
+    if up.size == 0:
+        return up
+    return np.minimum(np.maximum.accumulate(up), np.maximum.accumulate(down))
+
+
 def planned_log_evalue_at_counts(a_only: float, b_only: float, plan_gap: float, discordance: float) -> float:
     """ln E of the hedged planned bet after a_only + b_only discordant questions if the bet had
     been min(G/ψ, MAX_BET) throughout (ψ the discordance): for projections only, never to
@@ -195,6 +248,7 @@ class Look:
     e_value: float  # at this look
     max_e_value: float  # the largest so far (what the decision and the p-value use)
     interval: tuple[float, float]  # anytime interval at level alpha/m
+    futility_capital: float | None = None  # with a futility stop: min of max F⁺, max F⁻ so far
 
     @property
     def p_anytime(self) -> float:
@@ -221,18 +275,23 @@ def analyse_pair(
     family_size: int,
     margin: float | None,
     plan_gap: float | None = None,
+    futility: float | None = None,
 ) -> PairOutcome:
     """Decisions at each look for one pair, from its per-question differences in run order.
 
     Decided "different" at the first look where max_{t <= n} E_t >= m/α (m = family_size);
     else "equivalent" at the first look where the level-α/m interval lies inside
-    (−margin, +margin). A decision is final: later looks are not analysed. ``plan_gap``: the
-    e-process is the planned bet (module docstring); the interval does not depend on it."""
+    (−margin, +margin); else, with ``futility`` β, "below-plan" at the first look where gaps of
+    ±plan_gap or more are both rejected at level β (module docstring). A decision is final:
+    later looks are not analysed. ``plan_gap``: the e-process is the planned bet (module
+    docstring); the interval does not depend on it."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must be between 0 and 1")
     if family_size < 1:
         raise ValueError("the family needs at least one pair")
+    _check_futility(futility, plan_gap)
     arr = _check_differences(d)
+    futility_path = futility_log_level_path(arr, plan_gap) if futility is not None else None
     pair_alpha = alpha / family_size
     log_threshold = math.log(family_size / alpha)
     log_e = log_evalue_path(arr, pair_alpha, plan_gap)
@@ -257,6 +316,8 @@ def analyse_pair(
             e_value=float(math.exp(min(log_e[n - 1], 700.0))),
             max_e_value=float(math.exp(min(running_max[n - 1], 700.0))),
             interval=(float(lower[n - 1]), float(upper[n - 1])),
+            futility_capital=(None if futility_path is None
+                              else float(math.exp(min(futility_path[n - 1], 700.0)))),
         )
         outcome.looks.append(look)
         if running_max[n - 1] >= log_threshold:
@@ -264,6 +325,9 @@ def analyse_pair(
             break
         if margin is not None and margin > 0 and -margin < look.interval[0] and look.interval[1] < margin:
             outcome.decision, outcome.decided_at = "equivalent", int(n)
+            break
+        if futility_path is not None and futility_path[n - 1] >= math.log(1.0 / futility):
+            outcome.decision, outcome.decided_at = "below-plan", int(n)
             break
     return outcome
 

@@ -30,7 +30,21 @@ TWO_PROCEDURES_NOTE = (
     "sequence: two anytime-valid procedures, so after a few questions the interval can still reach 0 "
     "when the e-value has already decided."
 )
+FUTILITY_NOTE = (
+    "'below-plan' comes from the futility stop (--futility β): gaps of the planned size or more are "
+    "rejected at level β, a far looser level than the interval's α/m, so the interval can still reach "
+    "past the plan. It ends the comparison as not worth more questions at that plan; it is neither "
+    "'equivalent' nor evidence of no difference."
+)
 Escape = Callable[[str], str]
+
+
+def procedure_notes(state: AdaptiveState) -> list[str]:
+    """Why the interval can disagree with a decision: the notes that apply to this run."""
+    notes = [TWO_PROCEDURES_NOTE]
+    if any(pair.decision == "below-plan" for pair in state.pairs):
+        notes.append(FUTILITY_NOTE)
+    return notes
 
 
 def _md(text: str) -> str:
@@ -103,7 +117,8 @@ def benchmark_status_lines(state: AdaptiveState, escape: Escape = _md) -> list[s
     return lines
 
 
-def pair_sentence(pair: PairDecision, margin: float, escape: Escape = _md) -> str:
+def pair_sentence(pair: PairDecision, margin: float, escape: Escape = _md, *,
+                  plan_gap: float | None = None, futility: float | None = None) -> str:
     """One plain sentence per pair, e.g. '4bit vs 8bit, MMLU-Pro: different after 75
     questions, -12.0 points [-21.3, -2.4] (anytime), anytime p 0.011'."""
     head = (f"{escape(pair.a)} vs {escape(pair.b)}, {benchmark_name(pair.benchmark, escape)}: {_pts(pair.diff)} points "
@@ -113,6 +128,13 @@ def pair_sentence(pair: PairDecision, margin: float, escape: Escape = _md) -> st
         return f"{head} — different, decided after {pair.questions_used} questions"
     if pair.decision == "equivalent":
         return f"{head} — equivalent within ±{100 * margin:g} points, decided after {pair.questions_used} questions"
+    if pair.decision == "below-plan":
+        gap = "the planned gap" if plan_gap is None else f"±{100 * plan_gap:g} points"
+        level = "" if futility is None else f" at level {futility:g}"
+        capital = "" if pair.futility_capital is None else f", capital {pair.futility_capital:.3g}"
+        return (f"{head} — below the plan: gaps of {gap} or more are rejected{level}{capital} "
+                f"(futility stop), stopped after {pair.questions_used} questions; not evidence of "
+                "equivalence, and the difference may still be real but smaller")
     more = (f"; about {pair.more_questions} more questions might decide it" if pair.more_questions
             else "; no decision in sight at this difference")
     return f"{head} — undecided after {pair.questions_used} questions{more}"
@@ -160,10 +182,13 @@ def adaptive_markdown(state: AdaptiveState, *, plot: str | None = ADAPTIVE_PNG) 
     ]
     lines += ["| " + " | ".join(pair_cells(pair)) + " |" for pair in state.pairs]
     lines.append("")
-    lines += [f"- {pair_sentence(pair, state.settings.margin)}" for pair in state.pairs]
+    s = state.settings
+    lines += ["- " + pair_sentence(pair, s.margin, plan_gap=s.plan_gap, futility=s.futility) for pair in state.pairs]
     lines.append("")
     lines += [f"- {line}" for line in benchmark_status_lines(state)]
-    lines += ["", TWO_PROCEDURES_NOTE, ""]
+    lines.append("")
+    for note in procedure_notes(state):
+        lines += [note, ""]
     lines += [FIXED_SAMPLE_NOTE.format(why=ADAPTIVE_WHY), ""]
     if plot:
         lines += [f"![Anytime intervals block by block]({plot})", ""]

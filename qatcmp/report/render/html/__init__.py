@@ -34,7 +34,7 @@ from qatcmp.report.render.adaptive import (
     ADAPTIVE_PNG,
     LOOK_HEADER,
     PAIR_HEADER,
-    TWO_PROCEDURES_NOTE,
+    procedure_notes,
     as_is,
     benchmark_status_lines,
     design_note,
@@ -195,7 +195,8 @@ def adaptive_view(report: Report) -> dict[str, Any] | None:
         {
             "decision": pair,
             "cells": pair_cells(pair, as_is),
-            "sentence": pair_sentence(pair, state.settings.margin, as_is),
+            "sentence": pair_sentence(pair, state.settings.margin, as_is, plan_gap=state.settings.plan_gap,
+                                      futility=state.settings.futility),
             "looks": [look_cells(look) for look in pair.history],
         }
         for pair in state.pairs
@@ -207,7 +208,7 @@ def adaptive_view(report: Report) -> dict[str, Any] | None:
         "look_header": LOOK_HEADER,
         "pairs": pairs,
         "status": benchmark_status_lines(state, as_is),
-        "procedures": TWO_PROCEDURES_NOTE,
+        "procedures": procedure_notes(state),
     }
 
 
