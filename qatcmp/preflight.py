@@ -9,6 +9,8 @@ admits at once, where it gives it, is compared with ``max_concurrency``.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from qatcmp.client import ChatClient, RequestFailed
@@ -145,13 +147,53 @@ async def preflight(config: Config, models: list[ModelConfig], clients: dict[str
 
 def resident_models(configured: int | None, info: ServerInfo, model_ids: list[str]) -> int:
     """How many models a server holds at once, for the scheduler: ``max_loaded_models`` from
-    servers.yaml when given; else, when the server's model status (oMLX's /v1/models/status,
-    ``loaded: true`` per model) shows several of this run's models loaded together, that many
-    (it evidently has the memory for them); else 1 - mlx-lm's server holds one, and a server
-    that says nothing is taken to hold one (switching under in-flight requests would make a
-    one-model server evict and reload)."""
+    servers.yaml when given; else the most this run's models the server shows it can hold:
+    those its model status (oMLX's /v1/models/status) shows loaded together (``loaded: true``,
+    it evidently has the memory), or those whose sizes fit its model-memory limit together
+    (`models_that_fit`); else 1 - mlx-lm's server holds one, and a server that says nothing is
+    taken to hold one (switching under in-flight requests would make a one-model server evict
+    and reload)."""
     if configured is not None:
         return configured
-    loaded = sum(1 for model_id in dict.fromkeys(model_ids)
+    distinct = list(dict.fromkeys(model_ids))
+    loaded = sum(1 for model_id in distinct
                  if isinstance(entry := model_entry(info.model_status, model_id), dict) and entry.get("loaded") is True)
-    return max(1, loaded)
+    return max(1, loaded, models_that_fit(info.model_status, distinct) or 0)
+
+
+# oMLX's /v1/models/status: the limit on loaded weights at the top ("max_model_memory", bytes;
+# null when disabled), each model's "estimated_size" (bytes; "actual_size" once loaded).
+MEMORY_LIMIT_FIELDS = ("max_model_memory",)
+SIZE_FIELDS = ("actual_size", "estimated_size")
+
+
+def _positive_number(value: Any) -> float | None:
+    # A server's JSON may say anything: only a finite positive number (not a bool) counts.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def models_that_fit(status: Any, model_ids: list[str]) -> int | None:
+    """How many of ``model_ids`` fit the server's model-memory limit at once, whichever are
+    chosen: the largest k whose k biggest sizes sum to at most the limit (oMLX evicts the least
+    recently used model to load one past it). None when the limit or any size is not reported."""
+    if not isinstance(status, dict) or not model_ids:
+        return None
+    limit = next((n for f in MEMORY_LIMIT_FIELDS if (n := _positive_number(status.get(f))) is not None), None)
+    if limit is None:
+        return None
+    sizes = []
+    for model_id in model_ids:
+        entry = model_entry(status, model_id)
+        size = next((n for f in SIZE_FIELDS if isinstance(entry, dict)
+                     and (n := _positive_number(entry.get(f))) is not None), None)
+        if size is None:
+            return None
+        sizes.append(size)
+    fit, used = 0, 0.0
+    for size in sorted(sizes, reverse=True):
+        if used + size > limit:
+            break
+        fit, used = fit + 1, used + size
+    return fit

@@ -43,6 +43,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._raw_response(200, "application/json", b"[" * 100_000 + b"]" * 100_000)
                 return
             self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in owner.models]})
+        elif self.path.endswith("/models/status") and owner.model_status is not None:
+            self._json(200, owner.model_status)  # oMLX's per-model status, as given
         elif self.path == "/api/status" and owner.status is not None:
             # oMLX's shape: version, active and waiting requests (no limit: see preflight.py).
             self._json(200, {"status": "ok", "version": "0.5.3", "active_requests": owner.in_flight,
@@ -317,7 +319,7 @@ class MisbehavingServer:
 
     def __init__(self, models: list[str] | None = None, api_key: str | None = None, delay: float = 0.0,
                  *, capacity: int | None = None, status: dict[str, Any] | None = None, port: int = 0,
-                 models_deep: bool = False, refusal: str = "queue_full"):
+                 models_deep: bool = False, refusal: str = "queue_full", model_status: Any = None):
         self.models = models or ["test-model"]
         self.api_key = api_key
         self.delay = delay  # seconds before every answer, to keep a run busy
@@ -326,6 +328,7 @@ class MisbehavingServer:
         self.capacity = capacity
         self.refusal = refusal  # how it refuses: like oMLX 0.5.3 ("queue_full") or a status ("429", "503")
         self.status = status  # serve oMLX's /api/status, with these extra fields
+        self.model_status = model_status  # serve oMLX's /v1/models/status, this payload
         self.models_deep = models_deep
         self.in_flight = 0
         self.peak_in_flight = 0

@@ -296,9 +296,11 @@ def analyse_pair(
     log_threshold = math.log(family_size / alpha)
     log_e = log_evalue_path(arr, pair_alpha, plan_gap)
     running_max = np.maximum.accumulate(log_e) if log_e.size else log_e
-    # The interval is the costly part: build it only up to the look that decides "different"
-    # (the e-value alone says where that is).
-    crossing = [n for n in looks if 0 < n <= arr.size and running_max[n - 1] >= log_threshold]
+    # The interval is the costly part: build it only up to the first look that decides
+    # "different" or "below-plan" (the e-value and the futility capital alone say where).
+    crossing = [n for n in looks if 0 < n <= arr.size and (
+        running_max[n - 1] >= log_threshold
+        or (futility_path is not None and futility_path[n - 1] >= math.log(1.0 / futility)))]
     horizon = min(crossing) if crossing else arr.size
     lower, upper = confidence_sequence_path(arr[:horizon], pair_alpha)
     outcome = PairOutcome()
