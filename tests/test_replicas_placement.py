@@ -134,30 +134,7 @@ def test_a_server_holding_two_models_starts_the_next_variant_while_the_last_answ
     # Against a real local HTTP server: with max_loaded_models 2 the runner's scheduler starts
     # variant b while a's last requests are still out; with 1, b waits for all of a.
     from misbehaving_server import MisbehavingServer
-    from qatcmp.cli import main
-    from qatcmp.rundir import RunDir
+    from overlap_run import second_variant_starts_early
 
     with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
-        config = tmp_path / "servers.yaml"
-        config.write_text(f"""
-servers:
-  - name: one
-    base_url: {server.base_url}
-    max_concurrency: 4
-    max_loaded_models: {held}
-    retries: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
-defaults:
-  sampling: {{temperature: 0.0, max_tokens: 64}}
-models:
-  - {{name: a, server: one, model: m1}}
-  - {{name: b, server: one, model: m2}}
-""")
-        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
-                     "--mmlu-pro-data", "builtin", "--plain"])
-    assert code == 0
-    records = RunDir(tmp_path / "run").read_transcripts()
-    assert len(records) == 18
-    first, second = sorted({r.model for r in records}, key=lambda m: min(r.started_at for r in records if r.model == m))
-    last_of_first = max(r.finished_at for r in records if r.model == first)
-    first_of_second = min(r.started_at for r in records if r.model == second)
-    assert (first_of_second < last_of_first) is (held == 2)
+        assert second_variant_starts_early(tmp_path, server.base_url, f"    max_loaded_models: {held}\n") is (held == 2)

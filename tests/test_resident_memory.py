@@ -69,30 +69,8 @@ def test_reported_memory_alone_lets_the_next_variant_start_early(tmp_path, limit
     # A real local HTTP server reporting oMLX's model status (nothing loaded yet, no
     # max_loaded_models in servers.yaml): m1 and m2 are 30 GB each.
     from misbehaving_server import MisbehavingServer
-    from qatcmp.cli import main
-    from qatcmp.rundir import RunDir
+    from overlap_run import second_variant_starts_early
 
     payload = status(limit_gb * GB, {"m1": 30 * GB, "m2": 30 * GB})
     with MisbehavingServer(models=["m1", "m2"], delay=0.15, model_status=payload) as server:
-        config = tmp_path / "servers.yaml"
-        config.write_text(f"""
-servers:
-  - name: one
-    base_url: {server.base_url}
-    max_concurrency: 4
-    retries: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
-defaults:
-  sampling: {{temperature: 0.0, max_tokens: 64}}
-models:
-  - {{name: a, server: one, model: m1}}
-  - {{name: b, server: one, model: m2}}
-""")
-        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
-                     "--mmlu-pro-data", "builtin", "--plain"])
-    assert code == 0
-    records = RunDir(tmp_path / "run").read_transcripts()
-    assert len(records) == 18
-    first, second = sorted({r.model for r in records}, key=lambda m: min(r.started_at for r in records if r.model == m))
-    last_of_first = max(r.finished_at for r in records if r.model == first)
-    first_of_second = min(r.started_at for r in records if r.model == second)
-    assert (first_of_second < last_of_first) is overlap
+        assert second_variant_starts_early(tmp_path, server.base_url) is overlap
