@@ -8,7 +8,9 @@ goes down hands its unanswered requests back (``server_down``) for the others: n
 asked twice (a request is out at one server at a time) and nothing is lost.
 
 Placement, decided at each pull:
-- affinity: a server keeps the variant it has loaded while that variant has work;
+- affinity: a server keeps the variant it has loaded while that variant has work, then the
+  weights it has loaded: variants with the same model id (thinking on and off, other sampling)
+  are one model to the server, so moving between them is no switch (``weights``);
 - balance by expected work: a server that needs a new variant takes the one with the most
   expected answer tokens left per server already on it (not the most questions: thinking
   answers range from hundreds to 32k tokens), so servers spread over variants before doubling
@@ -22,7 +24,8 @@ Placement, decided at each pull:
   answer), else the benchmark's typical length;
 - a server that holds several models at once (``resident``) starts the next variant while the
   previous one's last answers finish; a one-model server waits for them (switching under
-  in-flight requests would make it evict and reload).
+  in-flight requests would make it evict and reload), unless the next variant shares its
+  weights.
 """
 
 from __future__ import annotations
@@ -105,8 +108,9 @@ class ReplicaScheduler:
     """The runner's scheduler: see the module docstring.
 
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
-    that may answer it (default: the unit's own server); ``resident`` how many models each
-    server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
+    that may answer it (default: the unit's own server); ``weights`` maps a variant to what a
+    server loads for it, its model id (default: the variant's own name, every variant its own
+    weights); ``resident`` how many models each server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
     from the transcripts on disk), or ``history``, records to learn them from. A handed-out
     unit carries the server it was given to, so the transcript names the replica that
     answered. ``clock`` is the time source (a simulation passes its own).
@@ -121,6 +125,7 @@ class ReplicaScheduler:
         *,
         replicas: Mapping[str, list[str]] | None = None,
         resident: Mapping[str, int] | None = None,
+        weights: Mapping[str, str] | None = None,
         history: Iterable[TranscriptRecord] = (),
         lengths: LengthBook | None = None,
         chunk: int = DEFAULT_CHUNK,
@@ -132,6 +137,7 @@ class ReplicaScheduler:
         self._replicas = {m: list(s) for m, s in (replicas or {}).items()}
         self._servers: dict[str, _ServerState] = {}
         self._resident = dict(resident or {})
+        self._weights = dict(weights or {})
         self._chunk = max(1, chunk)
         self._min_join = max(0, min_join)
         self._clock = clock
@@ -247,25 +253,36 @@ class ReplicaScheduler:
 
     # ------------------------------------------------------------ placement
 
+    def weights_of(self, model: str) -> str:
+        """What a server loads for this variant (its model id): variants that share it are
+        one model to the server."""
+        return self._weights.get(model, model)
+
     def _choose(self, server: str, state: _ServerState) -> str | None:
         if state.current is not None and self._pool.get(state.current):
             return state.current  # affinity
-        busy_with_current = state.current is not None and any(u.model == state.current for u, _ in state.out.values())
-        if busy_with_current and self._resident.get(server, 1) < 2:
-            return None  # a one-model server finishes the variant's last answers before switching
         candidates = [m for m in state.eligible if self._pool.get(m)]
+        held = {self.weights_of(u.model) for u, _ in state.out.values()}
+        if held and self._resident.get(server, 1) < 2:
+            # A one-model server finishes the last answers of the weights it holds before
+            # loading others; a variant on the same weights needs no load and goes on now.
+            candidates = [m for m in candidates if self.weights_of(m) in held]
         if not candidates:
             return None
+        loaded = None if state.current is None else self.weights_of(state.current)
+        same = [m for m in candidates if self.weights_of(m) == loaded]
+        if same:
+            candidates = same  # affinity to the loaded weights: no switch
         crowd = {m: sum(1 for s in self._servers.values() if not s.down and s.current == m and s is not state)
                  for m in candidates}
         # A variant nobody runs is always worth a switch; a server that would leave its own
-        # variant joins one that others run only while enough of it is left to repay the
-        # switch (a server with no variant yet loses nothing by joining).
-        if state.current is not None:
+        # weights joins a variant that others run only while enough of it is left to repay the
+        # switch (a server with no variant yet, or on the same weights, loses nothing by joining).
+        if loaded is not None and not same:
             candidates = [m for m in candidates if crowd[m] == 0 or len(self._pool[m]) >= self._min_join]
         if not candidates:
             return None
-        if self._resident.get(server, 1) >= 2:
+        if self._resident.get(server, 1) >= 2 and not same:
             surplus = self._surplus()
             candidates = [m for m in candidates if m in surplus] or candidates
         left = {m: self._work_left(m) for m in candidates}
@@ -345,12 +362,13 @@ class BlockScheduler:
 
     def __init__(self, next_step: Callable[[list[TranscriptRecord]], Step | None], model_order: list[str], *,
                  replicas: Mapping[str, list[str]], resident: Mapping[str, int] | None = None,
-                 history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
+                 weights: Mapping[str, str] | None = None, history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
                  chunk: int = DEFAULT_CHUNK, min_join: int = DEFAULT_MIN_JOIN,
                  clock: Callable[[], float] = time.monotonic):
         self._next_step = next_step
-        self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, history=history,
-                                        lengths=lengths, chunk=chunk, min_join=min_join, clock=clock)
+        self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, weights=weights,
+                                        history=history, lengths=lengths, chunk=chunk, min_join=min_join,
+                                        clock=clock)
         self._outstanding: set[Key] = set()
         self._finished: list[TranscriptRecord] = []
         self._step_models: set[str] = set()

@@ -161,3 +161,43 @@ models:
     last_of_first = max(r.finished_at for r in records if r.model == first)
     first_of_second = min(r.started_at for r in records if r.model == second)
     assert (first_of_second < last_of_first) is (held == 2)
+
+
+@pytest.mark.parametrize("same_weights", [True, False])
+def test_variants_on_the_same_weights_need_no_switch_on_a_one_model_server(tmp_path, same_weights):
+    # Against a real local HTTP server holding one model: a and b with the same model id (other
+    # sampling) run back to back without a switch, b starting while a's last answers finish,
+    # and the manifest counts no switch; with their own model ids, b waits and one is counted.
+    from misbehaving_server import MisbehavingServer
+    from qatcmp.cli import main
+    from qatcmp.rundir import RunDir
+
+    second_id = "m1" if same_weights else "m2"
+    with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
+        config = tmp_path / "servers.yaml"
+        config.write_text(f"""
+servers:
+  - name: one
+    base_url: {server.base_url}
+    max_concurrency: 4
+    max_loaded_models: 1
+    retries: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
+defaults:
+  sampling: {{temperature: 0.0, max_tokens: 64}}
+models:
+  - {{name: a, server: one, model: m1}}
+  - {{name: b, server: one, model: {second_id}, sampling: {{temperature: 0.7}}}}
+""")
+        code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
+                     "--mmlu-pro-data", "builtin", "--plain"])
+        sent = [(r["body"].get("model"), r["body"].get("temperature")) for r in server.requests]
+    assert code == 0
+    run = RunDir(tmp_path / "run")
+    records = run.read_transcripts()
+    assert len(records) == 18
+    assert sorted(sent).count(("m1", 0.7)) == (9 if same_weights else 0)  # b's own sampling went out
+    first, second = sorted({r.model for r in records}, key=lambda m: min(r.started_at for r in records if r.model == m))
+    last_of_first = max(r.finished_at for r in records if r.model == first)
+    first_of_second = min(r.started_at for r in records if r.model == second)
+    assert (first_of_second < last_of_first) is same_weights
+    assert run.read_manifest().model_switches == (0 if same_weights else 1)
