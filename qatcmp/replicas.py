@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from qatcmp.records import TranscriptRecord
+from qatcmp.replica_tail import EarlyLeaving
 from qatcmp.scheduler import Step, WorkUnit
 
 # Requests handed out per pull: one per free slot, so work stays in the shared pool (for the
@@ -59,6 +60,7 @@ class _ServerState:
     current: str | None = None  # the variant it last started
     out: dict[Key, tuple[WorkUnit, float]] = field(default_factory=dict)  # handed out, not recorded: (unit, when)
     down: bool = False
+    leaving_for: str | None = None  # leaving its variant early for this one (``qatcmp.replica_tail``)
 
 
 class LengthBook:
@@ -104,7 +106,7 @@ class LengthBook:
         return guess
 
 
-class ReplicaScheduler:
+class ReplicaScheduler(EarlyLeaving):
     """The runner's scheduler: see the module docstring.
 
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
@@ -130,6 +132,7 @@ class ReplicaScheduler:
         lengths: LengthBook | None = None,
         chunk: int = DEFAULT_CHUNK,
         min_join: int = DEFAULT_MIN_JOIN,
+        early_leave: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._order = list(model_order)
@@ -141,6 +144,11 @@ class ReplicaScheduler:
         self._chunk = max(1, chunk)
         self._min_join = max(0, min_join)
         self._clock = clock
+        self._early_leave = early_leave
+        self._started: set[str] = set()  # variants handed out in this session
+        self._first_pull: float | None = None
+        self._tokens_done = 0.0  # answer tokens recorded in this session, for its throughput
+        self._answers_done = 0
         self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)
@@ -183,12 +191,16 @@ class ReplicaScheduler:
         state = self._servers.get(server)
         if state is None or state.down:
             return None
-        model = self._choose(server, state)
-        if model is None:
+        leaving = self._leaving_choice(server, state) if self._early_leave else None
+        model, at_most = leaving if leaving is not None else (self._choose(server, state), None)
+        batch = [] if model is None else self._take(model, at_most)
+        if not batch:
             return [] if self._may_get_more(server, state) else None
         state.current = model
-        batch = self._take(model)
+        self._started.add(model)
         now = self._clock()
+        if self._first_pull is None:
+            self._first_pull = now
         handed = [dataclasses.replace(unit, server=server) for unit in batch]
         for unit in handed:
             state.out[unit.key] = (unit, now)
@@ -199,6 +211,10 @@ class ReplicaScheduler:
         if state is not None:
             state.out.pop(unit.key, None)
         self.lengths.learn(record)
+        tokens = record.usage.completion_tokens if record.ok and record.usage is not None else None
+        if isinstance(tokens, int) and tokens > 0:
+            self._tokens_done += tokens
+            self._answers_done += 1
 
     def server_down(self, server: str) -> list[WorkUnit]:
         """This server answers no more: its unanswered requests go back to the front of their
@@ -328,12 +344,13 @@ class ReplicaScheduler:
                 since[key] = min(when, since.get(key, when))
         return since
 
-    def _take(self, model: str) -> list[WorkUnit]:
+    def _take(self, model: str, at_most: float | None = None) -> list[WorkUnit]:
         """The next ``chunk`` units of a variant: the question with the longest expected answer
         first, so long answers start early and the variant ends on short ones. Ties keep the
-        pool's order, so the samples of a question go out together."""
+        pool's order, so the samples of a question go out together. With ``at_most``, only a
+        question expected to answer in at most that many tokens (none: [])."""
         pool = self._pool[model]
-        if len(pool) > self._chunk:
+        if len(pool) > self._chunk or at_most is not None:
             now = self._clock()
             since = self._running_since()
 
@@ -342,7 +359,10 @@ class ReplicaScheduler:
                 return self.lengths.expected(unit.benchmark, unit.item_id,
                                              None if started is None else now - started)
 
-            first = max(range(len(pool)), key=lambda i: (expected(pool[i]), -i))
+            fits = [i for i in range(len(pool)) if at_most is None or expected(pool[i]) <= at_most]
+            if not fits:
+                return []
+            first = max(fits, key=lambda i: (expected(pool[i]), -i))
             pool.insert(0, pool.pop(first))
         batch, self._pool[model] = pool[: self._chunk], pool[self._chunk:]
         return batch
@@ -362,13 +382,14 @@ class BlockScheduler:
 
     def __init__(self, next_step: Callable[[list[TranscriptRecord]], Step | None], model_order: list[str], *,
                  replicas: Mapping[str, list[str]], resident: Mapping[str, int] | None = None,
-                 weights: Mapping[str, str] | None = None, history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
+                 weights: Mapping[str, str] | None = None,
+                 history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
                  chunk: int = DEFAULT_CHUNK, min_join: int = DEFAULT_MIN_JOIN,
                  clock: Callable[[], float] = time.monotonic):
         self._next_step = next_step
         self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, weights=weights,
-                                        history=history, lengths=lengths, chunk=chunk, min_join=min_join,
-                                        clock=clock)
+                                        history=history, lengths=lengths, chunk=chunk,
+                                        min_join=min_join, early_leave=False, clock=clock)
         self._outstanding: set[Key] = set()
         self._finished: list[TranscriptRecord] = []
         self._step_models: set[str] = set()
