@@ -30,13 +30,15 @@ MIN_ANSWERS_PER_SERVER = 4
 # What leaving costs: one more model load (of the variant left behind, by whoever takes its
 # rest). Tens of seconds for a model of tens of GB; a tail shorter than this is not worth it.
 SWITCH_COST_S = 60.0
+# How often the leave is weighed (it looks at every request left: not at every pull).
+LEAVE_CHECK_EVERY_S = 5.0
 
 
 class EarlyLeaving:
     """Needs from the scheduler: ``_servers`` (name -> state with ``current``, ``out``, ``down``,
     ``eligible``, ``leaving_for``), ``_pool``, ``_resident``, ``_clock``, ``lengths``,
     ``weights_of``, ``_started`` (variants handed out this session), ``_first_pull`` and
-    ``_tokens_done``/``_answers_done`` (this session's records)."""
+    ``_tokens_done``/``_answers_done`` (this session's records) and ``_next_leave_check``."""
 
     def _leaving_choice(self, server: str, state) -> tuple[str | None, float | None] | None:
         """None: not leaving (the usual placement decides). Else (variant, at most tokens):
@@ -59,37 +61,40 @@ class EarlyLeaving:
     def _leave_for(self, server: str, state) -> str | None:
         """The variant this server is leaving its own for (then it takes nothing else until
         its requests in flight are done), or None: carry on."""
+        if state.leaving_for is None:
+            self._plan_leave()
         target = state.leaving_for
-        if target is not None:
-            if self._pool.get(target) and not self._taken_by_another(target, state):
-                return target
-            state.leaving_for = None  # another server took it meanwhile, or it has no work left
-            return None
-        if self._resident.get(server, 1) >= 2 or state.current is None or not self._pool.get(state.current):
-            return None
-        loaded = self.weights_of(state.current)
-        targets = [m for m in state.eligible if self._pool.get(m) and m not in self._started
-                   and self.weights_of(m) != loaded and not self._taken_by_another(m, state)]
-        if not targets:
-            return None
+        if target is not None and not (self._pool.get(target) and not self._taken_by_another(target, state)):
+            state.leaving_for = target = None  # another server took it meanwhile, or it has no work left
+        return target
+
+    def _plan_leave(self) -> None:
+        """Whether some server should leave its variant now, and which: the one that can switch
+        soonest, for the unstarted variant with the longest expected answer. Weighed at most
+        every LEAVE_CHECK_EVERY_S (it sums over every request left), whichever server pulls."""
         now = self._clock()
+        if now < self._next_leave_check:
+            return
+        self._next_leave_check = now + LEAVE_CHECK_EVERY_S
         speed = self.lengths.produced(1.0)  # tokens per second of one request
-        time_left = self._time_left(now, speed)
-        if time_left is None or speed <= 0:
-            return None
-        drains = {name: self._drain_s(other, now, speed) for name, other in self._servers.items()
-                  if self._may_leave(name, other)}
-        if server not in drains or min(drains, key=lambda n: (drains[n], n)) != server:
-            return None  # another server can switch sooner
+        leavers = {name: other for name, other in self._servers.items() if self._may_leave(name, other)}
+        targets = {name: [m for m in other.eligible if self._pool.get(m) and m not in self._started
+                          and self.weights_of(m) != self.weights_of(other.current)
+                          and not self._taken_by_another(m, other)]
+                   for name, other in leavers.items()}
+        leavers = {name: other for name, other in leavers.items() if targets[name]}
+        if not leavers or speed <= 0 or (time_left := self._time_left(now, speed)) is None:
+            return
+        drains = {name: self._drain_s(other, now, speed) for name, other in leavers.items()}
+        server = min(drains, key=lambda n: (drains[n], n))
         since = self._running_since()
-        target = max(targets, key=lambda m: (self._longest_left(m, now, since), -self._order.index(m)))
+        target = max(targets[server], key=lambda m: (self._longest_left(m, now, since), -self._order.index(m)))
         need = self._longest_left(target, now, since) / speed
         if time_left > need + drains[server]:
-            return None  # its longest answer still fits after the others' ends
+            return  # its longest answer still fits after the others' ends
         if self._first_free_s(now, speed) + need - time_left < SWITCH_COST_S:
-            return None  # waiting for a server to finish its variant leaves no tail worth a load
-        state.leaving_for = target
-        return target
+            return  # waiting for a server to finish its variant leaves no tail worth a load
+        leavers[server].leaving_for = target
 
     def _first_free_s(self, now: float, speed: float) -> float:
         """When the first server runs out of work for its variant (its share of the variant's

@@ -31,6 +31,7 @@ Placement, decided at each pull:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class ReplicaScheduler(EarlyLeaving):
         self._first_pull: float | None = None
         self._tokens_done = 0.0  # answer tokens recorded in this session, for its throughput
         self._answers_done = 0
+        self._next_leave_check = -math.inf
         self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)

@@ -24,13 +24,13 @@ def answered(model: str, item: str, tokens: int, latency: float = 10.0, server: 
 
 
 def setting(*, resident: int = 1, variants: str = "abcd", early_leave: bool = True):
-    """Variants a, b, c: 200 short questions each (100 tokens); d: one question known to be long
-    (10,000 tokens, answered so by a variant of another run) and three short ones. Answers come
+    """Variants a, b, c: 250 short questions each (100 tokens); d: one question known to be long
+    (20,000 tokens, answered so by a variant of another run) and three short ones. Answers come
     at 10 tokens/s per request. Three one-model servers start a, b and c; each finishes 4."""
     now = [0.0]
-    history = [answered("old", f"x{i}", 100) for i in range(200)] + [answered("old", "d0", 10_000, 1000.0)]
+    history = [answered("old", f"x{i}", 100) for i in range(250)] + [answered("old", "d0", 20_000, 2000.0)]
     history += [answered("old", f"d{i}", 100) for i in range(1, 4)]
-    work = [WorkUnit(m, "s0", "mmlu_pro", f"x{i}", 0) for m in variants if m != "d" for i in range(200)]
+    work = [WorkUnit(m, "s0", "mmlu_pro", f"x{i}", 0) for m in variants if m != "d" for i in range(250)]
     if "d" in variants:
         work += [WorkUnit("d", "s0", "mmlu_pro", f"d{i}", 0) for i in range(4)]
     sched = ReplicaScheduler(work, list(variants), replicas={m: SERVERS for m in variants},
@@ -43,19 +43,20 @@ def setting(*, resident: int = 1, variants: str = "abcd", early_leave: bool = Tr
         now[0] = 10.0
         for unit in batch:
             sched.record(unit, answered(unit.model, unit.item_id, 100, server=server))
+    now[0] = 20.0  # the leave is weighed every few seconds, not at every pull
     return sched, now
 
 
 def test_a_one_model_server_leaves_its_variant_early_for_one_nobody_started():
-    # 3 x 196 questions x 100 tokens at the 120 tokens/s seen: under 500 s of work left, but
-    # d's long question takes 1000 s: if d waited for a server to finish, it would end the run
+    # 3 x 246 questions x 100 tokens and d at the 60 tokens/s seen: under 1600 s of work left, but
+    # d's long question takes 2000 s: if d waited for a server to finish, it would end the run
     # alone. The server that can switch soonest (none has anything in flight: the first) goes
     # to d now, leaving the rest of its variant to the others, longest question first.
     sched, _ = setting()
     first = sched.next_batch("s0")
     assert [(u.model, u.item_id) for u in first] == [("d", "d0")]
     assert sched.next_batch("s1")[0].model == "b" and sched.next_batch("s2")[0].model == "c"
-    assert len(sched._pool["a"]) == 196  # a's rest stays in the pool for whoever is free first
+    assert len(sched._pool["a"]) == 246  # a's rest stays in the pool for whoever is free first
     # Without the early leave, s0 stays on a.
     plain, _ = setting(early_leave=False)
     assert plain.next_batch("s0")[0].model == "a"
@@ -68,13 +69,13 @@ def test_a_leaving_server_fills_slots_only_with_questions_that_end_before_its_la
     # s0's question turns out to be 1100 tokens long (110 s), s1's and s2's 5000: s0 can
     # switch soonest.
     for server, tokens in (("s0", 1100), ("s1", 5000), ("s2", 5000)):
-        sched.lengths.learn(answered("old", flying[server].item_id, tokens))
+        sched.lengths.learn(answered("old", flying[server].item_id, tokens, tokens / 10))
     sched._early_leave = True
     batch = sched.next_batch("s0")
     assert sched._servers["s0"].leaving_for == "d"
     assert [u.model for u in batch] == ["a"]  # a 100-token question ends before its 1100-token one
     for unit in sched._pool["a"]:  # now every question left of a is longer than what s0 waits for
-        sched.lengths.learn(answered("old", unit.item_id, 5000))
+        sched.lengths.learn(answered("old", unit.item_id, 5000, 500.0))
     assert sched.next_batch("s0") == []  # it waits for its last requests (one model at a time)
     for unit, _ in list(sched._servers["s0"].out.values()):
         sched.record(unit, answered(unit.model, unit.item_id, 100))
