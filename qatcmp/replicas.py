@@ -25,7 +25,10 @@ Placement, decided at each pull:
 - a server that holds several models at once (``resident``) starts the next variant while the
   previous one's last answers finish; a one-model server waits for them (switching under
   in-flight requests would make it evict and reload), unless the next variant shares its
-  weights.
+  weights;
+- with more variants than one-model servers, a server leaves its variant early for one nobody
+  has started when that variant's longest answer would otherwise end the run alone
+  (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier anyway).
 """
 
 from __future__ import annotations
@@ -113,10 +116,12 @@ class ReplicaScheduler(EarlyLeaving):
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
     that may answer it (default: the unit's own server); ``weights`` maps a variant to what a
     server loads for it, its model id (default: the variant's own name, every variant its own
-    weights); ``resident`` how many models each server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
-    from the transcripts on disk), or ``history``, records to learn them from. A handed-out
-    unit carries the server it was given to, so the transcript names the replica that
-    answered. ``clock`` is the time source (a simulation passes its own).
+    weights); ``resident`` how many models each server holds at once (default 1); ``lengths``
+    what is known of answer lengths (the runner's, from the transcripts on disk), or
+    ``history``, records to learn them from. A handed-out unit carries the server it was given
+    to, so the transcript names the replica that answered. ``early_leave``: whether a one-model
+    server may leave its variant early for one nobody has started (``qatcmp.replica_tail``).
+    ``clock`` is the time source (a simulation passes its own).
     """
 
     pulls = True  # the runner keeps slots full by asking again as each request finishes
