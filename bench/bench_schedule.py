@@ -22,11 +22,13 @@ ends with that answer alone, whatever the order.
     python bench/bench_schedule.py            # the table
     python bench/bench_schedule.py --quick    # fewer questions
     python bench/bench_schedule.py --blocks 25  # an adaptive run (blocks, no early stop)
+    python bench/bench_schedule.py --quick --seeds 20 --servers 3  # one row, more seeds
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import sys
@@ -69,6 +71,9 @@ class _Server:
     switches: int = 0
 
 
+MAX_TOKENS = 32768  # the requests' max_tokens: no answer is longer
+
+
 def make_workload(variants: int, questions: int, seed: int) -> dict[tuple[str, str], tuple[int, int]]:
     rng = random.Random(seed)
     lengths = {}
@@ -76,7 +81,7 @@ def make_workload(variants: int, questions: int, seed: int) -> dict[tuple[str, s
         base = rng.lognormvariate(math.log(1800), 1.0)  # heavy tail: median 1.8k, p99 ~18k
         prompt = int(rng.uniform(100, 1500))
         for v in range(variants):
-            answer = int(min(32768, max(200, base * rng.lognormvariate(0, 0.3))))
+            answer = int(min(MAX_TOKENS, max(200, base * rng.lognormvariate(0, 0.3))))
             lengths[(f"v{v}", f"q{q}")] = (prompt, answer)
     return lengths
 
@@ -178,14 +183,81 @@ LENGTHS: dict = {}
 
 
 def lower_bound(lengths, variants: int, n_servers: int, model: ServerModel) -> float:
-    """Total work / total capacity plus the loads that cannot be avoided; and no less than the
-    longest single request running alone after one load."""
+    """A makespan no schedule can beat: the largest of
+
+    - total work / total capacity plus the loads that cannot be avoided;
+    - the longest single request running alone after one load;
+    - on one-model servers, the tail bound of ``_one_model_tail_bound`` (two variants' longest
+      answers that must share a server, one after the other)."""
     total = sum(model.work(p, a) for p, a in lengths.values())
     capacity = n_servers * model.slots * model.rate(model.slots)
     loads = max(variants, n_servers) if model.resident == 1 else n_servers  # blocking loads
     by_capacity = total / capacity + loads * model.switch_s / n_servers
     longest = model.switch_s + max(model.work(p, a) for p, a in lengths.values()) / model.rate(1)
-    return max(by_capacity, longest)
+    bound = max(by_capacity, longest)
+    if model.resident == 1:
+        bound = max(bound, _one_model_tail_bound(lengths, n_servers, model, total))
+    return bound
+
+
+def _one_model_tail_bound(lengths, n_servers: int, model: ServerModel, total: float) -> float:
+    """With more variants than one-model servers, some server runs the longest answers of two
+    variants, one after the other; run fast enough to fit, they leave that server's other slots
+    partly idle. A bound valid for any schedule:
+
+    1. On a server that holds one model, requests of different variants never overlap: it
+       loads a model only with nothing in flight, and nothing runs during the load. So if the
+       longest requests (work w_v) of the variants in a set A_k run on server k, they run in
+       disjoint intervals I_v, and sum |I_v| <= M - l_k * load, with l_k >= max(1, |A_k|)
+       loads on server k (a server that is never used may be counted as loading once: it does
+       no work, which is within C * (M - load) for any M >= load).
+    2. With n requests in flight each advances at r(n) = d / (1 + s (n - 1)), so
+       n = 1 + (d / r - 1) / s and the server's throughput is f = n r = d / s - (1 / s - 1) r:
+       linear in r. Over I_v the longest request advances by w_v = integral of r, so the
+       server does integral of f = (d / s) |I_v| - (1 / s - 1) w_v there, which falls short of
+       full capacity C = f(slots) by exactly (1 / s - 1) (w_v - r(slots) |I_v|) (>= 0, as
+       r >= r(slots)). Summed over A_k: a shortfall of at least
+       (1 / s - 1) * max(0, sum w_v - r(slots) (M - l_k load)).
+    3. All work is done by the servers outside their loads and shortfalls:
+       S C M >= total + C * load * sum l_k + sum of the shortfalls, and M >= l_k load +
+       sum w_v / r(1) on every server.
+    Whichever server each variant's longest request runs on, M satisfies both, so the smallest
+    M that satisfies them for some assignment (all S^V are tried) is a lower bound. The
+    left side grows with M and the shortfalls shrink, so that M is found by bisection."""
+    s, d = model.slowdown, model.decode_tps
+    if not 0 < s < 1:
+        return 0.0  # throughput does not grow with concurrency as assumed here
+    longest: dict[str, float] = {}
+    for (variant, _), (p, a) in lengths.items():
+        longest[variant] = max(longest.get(variant, 0.0), model.work(p, a))
+    works = list(longest.values())
+    if len(works) <= n_servers:
+        return 0.0  # each variant's longest may have a server of its own: nothing to add
+    r_full, capacity = model.rate(model.slots), model.slots * model.rate(model.slots)
+    k = 1 / s - 1
+
+    def feasible(makespan: float, groups: list[list[float]]) -> bool:
+        need = total
+        for group in groups:
+            loads = max(1, len(group)) * model.switch_s
+            if makespan < loads + sum(group) / model.rate(1):
+                return False
+            need += capacity * loads + k * max(0.0, sum(group) - r_full * (makespan - loads))
+        return n_servers * capacity * makespan >= need
+
+    best = math.inf
+    for assignment in itertools.product(range(n_servers), repeat=len(works)):
+        groups = [[w for w, at in zip(works, assignment) if at == server] for server in range(n_servers)]
+        low, high = 0.0, 1.0
+        while not feasible(high, groups):
+            high *= 2
+        if feasible(low, groups):
+            high = low
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (low, middle) if feasible(middle, groups) else (middle, high)
+        best = min(best, high)
+    return best
 
 
 def units_for(lengths, variants: int, servers: list[str]) -> list[WorkUnit]:
@@ -212,7 +284,7 @@ def block_steps(variants: int, questions: int, block: int, servers: list[str]):
 
 
 def run_case(variants: int, n_servers: int, questions: int, seed: int, model: ServerModel,
-             block: int | None = None) -> tuple[float, ...]:
+             block: int | None = None, early_leave: bool = True) -> tuple[float, ...]:
     global LENGTHS
     LENGTHS = lengths = make_workload(variants, questions, seed)
     servers = [f"s{i}" for i in range(n_servers)]
@@ -223,7 +295,7 @@ def run_case(variants: int, n_servers: int, questions: int, seed: int, model: Se
     resident = {s: model.resident for s in servers}
     if block is None:
         scheduler = ReplicaScheduler(units_for(lengths, variants, servers), order, replicas=replicas,
-                                     resident=resident, clock=clock)
+                                     resident=resident, early_leave=early_leave, clock=clock)
     else:  # an adaptive run: the same engine gated in blocks
         scheduler = BlockScheduler(block_steps(variants, questions, block, servers), order, replicas=replicas,
                                    resident=resident, clock=clock)
@@ -242,17 +314,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switch", type=float, default=25.0, help="seconds to load a model")
     parser.add_argument("--blocks", type=int, default=None, metavar="B",
                         help="qatcmp as an adaptive run: blocks of B questions, every variant to the budget")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="mean over seeds 1..N (default: 2 with --quick, else 3)")
+    parser.add_argument("--servers", default="1,2,3,4", help="server counts to run, e.g. 3")
+    parser.add_argument("--no-early-leave", action="store_true",
+                        help="qatcmp without leaving a variant early for one nobody has started "
+                             "(qatcmp/replica_tail.py)")
     args = parser.parse_args(argv)
     questions, seeds = (100, (1, 2)) if args.quick else (300, (1, 2, 3))
+    if args.seeds is not None:
+        seeds = tuple(range(1, max(1, args.seeds) + 1))
+    server_counts = [int(n) for n in args.servers.split(",") if n.strip()]
     mode = f"adaptive, blocks of {args.blocks}" if args.blocks else "fixed run"
     print(f"{args.variants} variants x {questions} questions ({mode}), {args.slots} slots/server, load {args.switch:.0f} s, "
           f"answers 200..32768 tokens (lognormal, median 1.8k); mean over seeds {list(seeds)}")
     print(f"{'servers':>7} {'resident':>8} {'bound s':>9} {'today s':>9} {'qatcmp s':>9} {'today/bound':>11} "
           f"{'qatcmp/bound':>12} {'loads today/qatcmp':>18} {'longest/bound':>13}")
     for resident in (1, 2):
-        for n_servers in (1, 2, 3, 4):
+        for n_servers in server_counts:
             model = ServerModel(slots=args.slots, switch_s=args.switch, resident=resident)
-            runs = [run_case(args.variants, n_servers, questions, seed, model, args.blocks) for seed in seeds]
+            runs = [run_case(args.variants, n_servers, questions, seed, model, args.blocks, not args.no_early_leave)
+                    for seed in seeds]
             bound, today, ours = (sum(r[i] for r in runs) / len(runs) for i in range(3))
             loads_today = sum(r[3] for r in runs) / len(runs)
             loads_ours = sum(r[4] for r in runs) / len(runs)

@@ -36,7 +36,9 @@ class ReplicaRunning:
             return ModelByModelScheduler(pending, order)
         # Only variants with work left: their servers are the ones the run has clients for.
         variants = {u.model for u in pending}
+        # A variant's weights are its model id: variants that share one are no switch apart.
         placement = {"replicas": {m.name: m.servers for m in self.models if m.name in variants},
+                     "weights": {m.name: m.model for m in self.models if m.name in variants},
                      "resident": self.resident, "lengths": self.lengths}
         return (self.scheduler_factory or ReplicaScheduler)(pending, order, **placement)
 
@@ -73,7 +75,7 @@ class ReplicaRunning:
         """Keep this server's slots full, asking the scheduler for a request per free slot;
         if it goes down, its unanswered requests go back to the scheduler for its replicas."""
         running: set[asyncio.Task] = set()
-        current_model: str | None = None
+        loaded: str | None = None  # the model id this server last ran: a switch is a change of it
         try:
             while True:
                 if gate.down and scheduler.shared(server):  # type: ignore[attr-defined]
@@ -86,9 +88,10 @@ class ReplicaRunning:
                     if batch is None:
                         break
                     if batch:
-                        if current_model is not None and batch[0].model != current_model:
+                        weights = self._model_by_name[batch[0].model].model
+                        if loaded is not None and weights != loaded:
                             self.summary.model_switches += 1
-                        current_model = batch[0].model
+                        loaded = weights
                         running.update(asyncio.create_task(self._run_unit(u, client, gate, scheduler)) for u in batch)
                         await asyncio.sleep(0)  # let them take their slots before counting again
                         continue

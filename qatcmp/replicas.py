@@ -8,7 +8,9 @@ goes down hands its unanswered requests back (``server_down``) for the others: n
 asked twice (a request is out at one server at a time) and nothing is lost.
 
 Placement, decided at each pull:
-- affinity: a server keeps the variant it has loaded while that variant has work;
+- affinity: a server keeps the variant it has loaded while that variant has work, then the
+  weights it has loaded: variants with the same model id (thinking on and off, other sampling)
+  are one model to the server, so moving between them is no switch (``weights``);
 - balance by expected work: a server that needs a new variant takes the one with the most
   expected answer tokens left per server already on it (not the most questions: thinking
   answers range from hundreds to 32k tokens), so servers spread over variants before doubling
@@ -22,17 +24,23 @@ Placement, decided at each pull:
   answer), else the benchmark's typical length;
 - a server that holds several models at once (``resident``) starts the next variant while the
   previous one's last answers finish; a one-model server waits for them (switching under
-  in-flight requests would make it evict and reload).
+  in-flight requests would make it evict and reload), unless the next variant shares its
+  weights;
+- with more variants than one-model servers, a server leaves its variant early for one nobody
+  has started when that variant's longest answer would otherwise end the run alone
+  (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier anyway).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from qatcmp.records import TranscriptRecord
+from qatcmp.replica_tail import EarlyLeaving
 from qatcmp.scheduler import Step, WorkUnit
 
 # Requests handed out per pull: one per free slot, so work stays in the shared pool (for the
@@ -56,6 +64,7 @@ class _ServerState:
     current: str | None = None  # the variant it last started
     out: dict[Key, tuple[WorkUnit, float]] = field(default_factory=dict)  # handed out, not recorded: (unit, when)
     down: bool = False
+    leaving_for: str | None = None  # leaving its variant early for this one (``qatcmp.replica_tail``)
 
 
 class LengthBook:
@@ -101,15 +110,18 @@ class LengthBook:
         return guess
 
 
-class ReplicaScheduler:
+class ReplicaScheduler(EarlyLeaving):
     """The runner's scheduler: see the module docstring.
 
     ``units`` carry their variant's first server; ``replicas`` maps a variant to every server
-    that may answer it (default: the unit's own server); ``resident`` how many models each
-    server holds at once (default 1); ``lengths`` what is known of answer lengths (the runner's,
-    from the transcripts on disk), or ``history``, records to learn them from. A handed-out
-    unit carries the server it was given to, so the transcript names the replica that
-    answered. ``clock`` is the time source (a simulation passes its own).
+    that may answer it (default: the unit's own server); ``weights`` maps a variant to what a
+    server loads for it, its model id (default: the variant's own name, every variant its own
+    weights); ``resident`` how many models each server holds at once (default 1); ``lengths``
+    what is known of answer lengths (the runner's, from the transcripts on disk), or
+    ``history``, records to learn them from. A handed-out unit carries the server it was given
+    to, so the transcript names the replica that answered. ``early_leave``: whether a one-model
+    server may leave its variant early for one nobody has started (``qatcmp.replica_tail``).
+    ``clock`` is the time source (a simulation passes its own).
     """
 
     pulls = True  # the runner keeps slots full by asking again as each request finishes
@@ -121,10 +133,12 @@ class ReplicaScheduler:
         *,
         replicas: Mapping[str, list[str]] | None = None,
         resident: Mapping[str, int] | None = None,
+        weights: Mapping[str, str] | None = None,
         history: Iterable[TranscriptRecord] = (),
         lengths: LengthBook | None = None,
         chunk: int = DEFAULT_CHUNK,
         min_join: int = DEFAULT_MIN_JOIN,
+        early_leave: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._order = list(model_order)
@@ -132,9 +146,16 @@ class ReplicaScheduler:
         self._replicas = {m: list(s) for m, s in (replicas or {}).items()}
         self._servers: dict[str, _ServerState] = {}
         self._resident = dict(resident or {})
+        self._weights = dict(weights or {})
         self._chunk = max(1, chunk)
         self._min_join = max(0, min_join)
         self._clock = clock
+        self._early_leave = early_leave
+        self._started: set[str] = set()  # variants handed out in this session
+        self._first_pull: float | None = None
+        self._tokens_done = 0.0  # answer tokens recorded in this session, for its throughput
+        self._answers_done = 0
+        self._next_leave_check = -math.inf
         self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)
@@ -177,12 +198,16 @@ class ReplicaScheduler:
         state = self._servers.get(server)
         if state is None or state.down:
             return None
-        model = self._choose(server, state)
-        if model is None:
+        leaving = self._leaving_choice(server, state) if self._early_leave else None
+        model, at_most = leaving if leaving is not None else (self._choose(server, state), None)
+        batch = [] if model is None else self._take(model, at_most)
+        if not batch:
             return [] if self._may_get_more(server, state) else None
         state.current = model
-        batch = self._take(model)
+        self._started.add(model)
         now = self._clock()
+        if self._first_pull is None:
+            self._first_pull = now
         handed = [dataclasses.replace(unit, server=server) for unit in batch]
         for unit in handed:
             state.out[unit.key] = (unit, now)
@@ -193,6 +218,10 @@ class ReplicaScheduler:
         if state is not None:
             state.out.pop(unit.key, None)
         self.lengths.learn(record)
+        tokens = record.usage.completion_tokens if record.ok and record.usage is not None else None
+        if isinstance(tokens, int) and tokens > 0:
+            self._tokens_done += tokens
+            self._answers_done += 1
 
     def server_down(self, server: str) -> list[WorkUnit]:
         """This server answers no more: its unanswered requests go back to the front of their
@@ -247,25 +276,36 @@ class ReplicaScheduler:
 
     # ------------------------------------------------------------ placement
 
+    def weights_of(self, model: str) -> str:
+        """What a server loads for this variant (its model id): variants that share it are
+        one model to the server."""
+        return self._weights.get(model, model)
+
     def _choose(self, server: str, state: _ServerState) -> str | None:
         if state.current is not None and self._pool.get(state.current):
             return state.current  # affinity
-        busy_with_current = state.current is not None and any(u.model == state.current for u, _ in state.out.values())
-        if busy_with_current and self._resident.get(server, 1) < 2:
-            return None  # a one-model server finishes the variant's last answers before switching
         candidates = [m for m in state.eligible if self._pool.get(m)]
+        held = {self.weights_of(u.model) for u, _ in state.out.values()}
+        if held and self._resident.get(server, 1) < 2:
+            # A one-model server finishes the last answers of the weights it holds before
+            # loading others; a variant on the same weights needs no load and goes on now.
+            candidates = [m for m in candidates if self.weights_of(m) in held]
         if not candidates:
             return None
+        loaded = None if state.current is None else self.weights_of(state.current)
+        same = [m for m in candidates if self.weights_of(m) == loaded]
+        if same:
+            candidates = same  # affinity to the loaded weights: no switch
         crowd = {m: sum(1 for s in self._servers.values() if not s.down and s.current == m and s is not state)
                  for m in candidates}
         # A variant nobody runs is always worth a switch; a server that would leave its own
-        # variant joins one that others run only while enough of it is left to repay the
-        # switch (a server with no variant yet loses nothing by joining).
-        if state.current is not None:
+        # weights joins a variant that others run only while enough of it is left to repay the
+        # switch (a server with no variant yet, or on the same weights, loses nothing by joining).
+        if loaded is not None and not same:
             candidates = [m for m in candidates if crowd[m] == 0 or len(self._pool[m]) >= self._min_join]
         if not candidates:
             return None
-        if self._resident.get(server, 1) >= 2:
+        if self._resident.get(server, 1) >= 2 and not same:
             surplus = self._surplus()
             candidates = [m for m in candidates if m in surplus] or candidates
         left = {m: self._work_left(m) for m in candidates}
@@ -311,12 +351,13 @@ class ReplicaScheduler:
                 since[key] = min(when, since.get(key, when))
         return since
 
-    def _take(self, model: str) -> list[WorkUnit]:
+    def _take(self, model: str, at_most: float | None = None) -> list[WorkUnit]:
         """The next ``chunk`` units of a variant: the question with the longest expected answer
         first, so long answers start early and the variant ends on short ones. Ties keep the
-        pool's order, so the samples of a question go out together."""
+        pool's order, so the samples of a question go out together. With ``at_most``, only a
+        question expected to answer in at most that many tokens (none: [])."""
         pool = self._pool[model]
-        if len(pool) > self._chunk:
+        if len(pool) > self._chunk or at_most is not None:
             now = self._clock()
             since = self._running_since()
 
@@ -325,7 +366,10 @@ class ReplicaScheduler:
                 return self.lengths.expected(unit.benchmark, unit.item_id,
                                              None if started is None else now - started)
 
-            first = max(range(len(pool)), key=lambda i: (expected(pool[i]), -i))
+            fits = [i for i in range(len(pool)) if at_most is None or expected(pool[i]) <= at_most]
+            if not fits:
+                return []
+            first = max(fits, key=lambda i: (expected(pool[i]), -i))
             pool.insert(0, pool.pop(first))
         batch, self._pool[model] = pool[: self._chunk], pool[self._chunk:]
         return batch
@@ -345,12 +389,14 @@ class BlockScheduler:
 
     def __init__(self, next_step: Callable[[list[TranscriptRecord]], Step | None], model_order: list[str], *,
                  replicas: Mapping[str, list[str]], resident: Mapping[str, int] | None = None,
+                 weights: Mapping[str, str] | None = None,
                  history: Iterable[TranscriptRecord] = (), lengths: LengthBook | None = None,
                  chunk: int = DEFAULT_CHUNK, min_join: int = DEFAULT_MIN_JOIN,
                  clock: Callable[[], float] = time.monotonic):
         self._next_step = next_step
-        self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, history=history,
-                                        lengths=lengths, chunk=chunk, min_join=min_join, clock=clock)
+        self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, weights=weights,
+                                        history=history, lengths=lengths, chunk=chunk,
+                                        min_join=min_join, early_leave=False, clock=clock)
         self._outstanding: set[Key] = set()
         self._finished: list[TranscriptRecord] = []
         self._step_models: set[str] = set()

@@ -354,15 +354,16 @@ class Runner(ReplicaRunning):
     async def _run_server(self, server: str, scheduler: Scheduler, client: ChatClient, gate: ServerGate) -> None:
         if getattr(scheduler, "pulls", False):
             return await self._pull_server(server, scheduler, client, gate)
-        current_model: str | None = None
+        loaded: str | None = None  # the model id this server last ran (variants may share one)
         try:
             while (batch := scheduler.next_batch(server)) is not None:
                 if not batch:
                     await asyncio.sleep(0.05)  # the scheduler waits for other servers (adaptive blocks)
                     continue
-                if current_model is not None and batch[0].model != current_model:
+                weights = self._model_by_name[batch[0].model].model
+                if loaded is not None and weights != loaded:
                     self.summary.model_switches += 1
-                current_model = batch[0].model
+                loaded = weights
                 await self._run_batch(batch, client, gate, scheduler)
         except ServerDown as exc:
             # Its requests stay pending (nothing written for them); the other servers go on.

@@ -9,7 +9,8 @@ from qatcmp.cli import main
 from qatcmp.rundir import RunDir
 
 
-def second_variant_starts_early(tmp_path: Path, base_url: str, server_yaml: str = "") -> bool:
+def second_variant_starts_early(tmp_path: Path, base_url: str, server_yaml: str = "",
+                                second_model: str = "{name: b, server: one, model: m2}") -> bool:
     config = tmp_path / "servers.yaml"
     config.write_text(f"""
 servers:
@@ -21,7 +22,7 @@ defaults:
   sampling: {{temperature: 0.0, max_tokens: 64}}
 models:
   - {{name: a, server: one, model: m1}}
-  - {{name: b, server: one, model: m2}}
+  - {second_model}
 """)
     code = main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "9",
                  "--mmlu-pro-data", "builtin", "--plain"])

@@ -138,3 +138,23 @@ def test_a_server_holding_two_models_starts_the_next_variant_while_the_last_answ
 
     with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
         assert second_variant_starts_early(tmp_path, server.base_url, f"    max_loaded_models: {held}\n") is (held == 2)
+
+
+@pytest.mark.parametrize("same_weights", [True, False])
+def test_variants_on_the_same_weights_need_no_switch_on_a_one_model_server(tmp_path, same_weights):
+    # Against a real local HTTP server holding one model: a and b with the same model id (other
+    # sampling) run back to back without a switch, b starting while a's last answers finish,
+    # and the manifest counts no switch; with their own model ids, b waits and one is counted.
+    from misbehaving_server import MisbehavingServer
+    from overlap_run import second_variant_starts_early
+    from qatcmp.rundir import RunDir
+
+    second_id = "m1" if same_weights else "m2"
+    with MisbehavingServer(models=["m1", "m2"], delay=0.15) as server:
+        early = second_variant_starts_early(
+            tmp_path, server.base_url, "    max_loaded_models: 1\n",
+            second_model=f"{{name: b, server: one, model: {second_id}, sampling: {{temperature: 0.7}}}}")
+        sent = [(r["body"].get("model"), r["body"].get("temperature")) for r in server.requests]
+    assert sorted(sent).count(("m1", 0.7)) == (9 if same_weights else 0)  # b's own sampling went out
+    assert early is same_weights
+    assert RunDir(tmp_path / "run").read_manifest().model_switches == (0 if same_weights else 1)

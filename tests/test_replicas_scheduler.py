@@ -123,3 +123,52 @@ def test_a_replica_in_an_outage_lends_its_work_and_may_ask_again_when_back():
     for unit in taken:
         scheduler.record(unit, answered(unit))
     assert not scheduler.may_get_more("s1") and scheduler.next_batch("s1") is None
+
+
+def test_variants_on_the_same_weights_are_no_switch_for_a_one_model_server():
+    # a and b share a model id (thinking on/off, other sampling): with a's last request still
+    # in flight, a one-model server goes on with b at once; with their own weights it waits.
+    work = units("a", "s1", 2) + units("b", "s1", 2)
+    for weights, expect_now in (({"a": "m", "b": "m"}, True), ({"a": "m", "b": "n"}, False), (None, False)):
+        scheduler = ReplicaScheduler(work, ["a", "b"], resident={"s1": 1}, weights=weights)
+        scheduler.next_batch("s1"), scheduler.next_batch("s1")  # all of a, in flight
+        third = scheduler.next_batch("s1")
+        assert (bool(third) and third[0].model == "b") is expect_now, weights
+
+
+def test_a_server_done_with_its_variant_stays_on_the_weights_it_holds():
+    # s1 starts on a (the most work) and finishes it; c (other weights, more work left than b)
+    # would win on balance alone, but b shares a's weights: s1 takes b, no load.
+    work = units("a", "s1", 10) + units("b", "s1", 3) + units("c", "s1", 8)
+    for weights, expect in (({"a": "m", "b": "m", "c": "n"}, "b"), (None, "c")):
+        scheduler = ReplicaScheduler(work, ["a", "b", "c"], weights=weights)
+        mine = [scheduler.next_batch("s1")[0] for _ in range(10)]
+        assert {u.model for u in mine} == {"a"}
+        for unit in mine:
+            scheduler.record(unit, answered(unit))
+        assert scheduler.next_batch("s1")[0].model == expect, weights
+
+
+def test_joining_a_variant_others_run_costs_no_switch_on_the_same_weights():
+    # b (2 left, s2 on it) is below the join threshold for a server switching weights, not for
+    # one that already holds b's weights.
+    work = units("a", "s1", 5) + units("b", "s2", 5)
+    for weights, expect_join in (({"a": "m", "b": "m"}, True), (None, False)):
+        scheduler = ReplicaScheduler(work, ["a", "b"], replicas={"a": ["s1"], "b": ["s1", "s2"]}, weights=weights)
+        for _ in range(3):
+            assert scheduler.next_batch("s2")[0].model == "b"
+        mine = [scheduler.next_batch("s1")[0] for _ in range(5)]
+        assert {u.model for u in mine} == {"a"}
+        for unit in mine:
+            scheduler.record(unit, answered(unit))
+        batch = scheduler.next_batch("s1")
+        assert (bool(batch) and batch[0].model == "b") is expect_join, weights
+
+
+def test_shared_weights_still_hand_out_every_unit_once_through_outages():
+    for seed in range(20):
+        work = units("a", "s1", 15) + units("b", "s1", 15) + units("c", "s2", 15)
+        scheduler = ReplicaScheduler(work, ["a", "b", "c"], replicas={m: ["s1", "s2"] for m in "abc"},
+                                     weights={"a": "m", "b": "m", "c": "n"}, resident={"s1": 1, "s2": 1})
+        done = drain(scheduler, random.Random(seed), down_after={"s1": 7} if seed % 2 else None)
+        assert sorted(u.key for u in done) == sorted(u.key for u in work), seed
