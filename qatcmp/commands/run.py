@@ -64,7 +64,8 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
                         "and decides sooner near it (default: no plan, uniform prior)")
     g.add_argument("--futility", type=float, metavar="BETA",
                    help="with --plan-gap: also stop a pair once gaps of ±G or more are rejected at level BETA "
-                        "(decision 'below-plan'; 0.2 matches the plan's 80%% power; default: no futility stop)")
+                        "(decision 'below-plan'; it costs at most BETA of the power at the planned gap; 0.15 is a good choice; "
+                        "default: no futility stop)")
 
 
 def adaptive_settings(args: argparse.Namespace, run: RunDir, models: list[str]) -> adaptive.AdaptiveSettings | None:
