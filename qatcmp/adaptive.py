@@ -91,6 +91,7 @@ def walk_benchmark(
     samples: int,
     settings: AdaptiveSettings,
     given_up: Set[Key] = frozenset(),
+    max_blocks: int | None = None,
 ) -> BenchmarkWalk:
     """Replay the blocks of one benchmark from the answers on hand.
 
@@ -101,7 +102,8 @@ def walk_benchmark(
 
     Each pair is analysed once on every block both its variants have answered (a decision is
     final, so later looks do not change it); the walk then takes the blocks in order while
-    every variant still needed has answered them."""
+    every variant still needed has answered them, and at most ``max_blocks`` of them (a report
+    checking a run's record replays as many blocks as the run had taken)."""
     pairs = family_pairs(models, settings.reference)
     walk = BenchmarkWalk(benchmark, budget=len(item_ids))
     blocks = [range(start, min(start + settings.block, walk.budget)) for start in range(0, walk.budget, settings.block)]
@@ -122,6 +124,8 @@ def walk_benchmark(
         walk.active = [v for v in models if any(v in pair for pair in undecided)]
         if not undecided or walk.blocks_done >= len(blocks):
             walk.finished = True
+            break
+        if max_blocks is not None and walk.blocks_done >= max_blocks:
             break
         if any(complete[v] <= walk.blocks_done for v in walk.active):
             break

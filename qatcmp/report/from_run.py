@@ -89,14 +89,32 @@ def report_for_run(
         select=models,
         facts=run_facts(run, manifest, check_modes=check_modes),
     )
-    _add_design(report, run, manifest)
+    _add_design(report, run, manifest, scored)
     return report
 
 
-def _add_design(report: Report, run: RunDir, manifest: RunManifest) -> None:
+def _default_mode_scores(run: RunDir, scored: Sequence[ScoreRecord]) -> list[ScoreRecord]:
+    """The scores an adaptive run decided with: MMLU-Pro in the default extraction (whatever
+    the user chose for the report since), HumanEval as scored (the mode does not touch it)."""
+    from qatcmp.scoring import chosen_extract_mode, score_mmlu_in_mode
+
+    if chosen_extract_mode(run) == "default" or not _has_mmlu_transcripts(run):
+        return list(scored)
+    return [s for s in scored if s.benchmark != "mmlu_pro"] + score_mmlu_in_mode(run, "default")
+
+
+def _add_design(report: Report, run: RunDir, manifest: RunManifest, scored: Sequence[ScoreRecord]) -> None:
     """An adaptive run's decisions, or a fixed run's extensions: a design that looked at the
-    data, which the report states first."""
-    report.adaptive = read_adaptive(run.path)
+    data, which the report states first. The decisions are recomputed from the scores, not
+    taken from adaptive.json (`qatcmp.adaptive_check`)."""
+    stored = read_adaptive(run.path)
+    if stored is not None:
+        from qatcmp.adaptive_check import disagreements, mismatch_warning, recompute
+
+        report.adaptive = recompute(stored, manifest, _default_mode_scores(run, scored))
+        found = disagreements(stored, report.adaptive)
+        if found:
+            report.warnings.append(mismatch_warning(found))
     extensions = getattr(manifest, "extensions", None)
     if isinstance(extensions, list):
         report.extensions = [e for e in extensions if isinstance(e, dict)]
