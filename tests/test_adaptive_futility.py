@@ -87,6 +87,8 @@ def test_the_pair_without_a_difference_stops_below_plan(server, tmp_path, capsys
     assert "a far looser level than the interval's α/m" in report  # why the interval still reaches past it
     data = json.loads((out / "report.json").read_text())
     assert {p["decision"] for p in data["adaptive"]["pairs"]} == {"different", "below-plan"}
+    assert data["adaptive"]["pairs"] == state["pairs"]  # recomputed from the transcripts: the same
+    assert not any("disagrees" in w for w in data["warnings"])
     assert "decision-below-plan" in (out / "report.html").read_text()
     # Resuming under another futility level would choose the rule after seeing the data.
     capsys.readouterr()
