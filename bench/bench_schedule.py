@@ -111,6 +111,7 @@ def simulate(scheduler, lengths, model: ServerModel, clock: SimClock | None = No
     servers = {name: _Server(name, batch_mode=batch_mode) for name in scheduler.servers()}
     clock = clock or SimClock()
     now = clock.now = 0.0
+    answered = 0
     while True:
         for server in servers.values():
             _refill(server, scheduler, model, now)
@@ -139,9 +140,12 @@ def simulate(scheduler, lengths, model: ServerModel, clock: SimClock | None = No
                     left -= rate * dt
                     if left <= 1e-6:
                         del s.running[key]
+                        answered += 1
                         scheduler.record(unit, _record(unit, lengths[(unit.model, unit.item_id)][1], now - started))
                     else:
                         s.running[key] = (unit, left, started)
+    if answered != len(lengths):  # a scheduler that stops early would look fast
+        raise RuntimeError(f"simulation ended with {len(lengths) - answered} of {len(lengths)} requests unanswered")
     return now, sum(s.switches for s in servers.values())
 
 

@@ -27,8 +27,11 @@ Placement, decided at each pull:
   in-flight requests would make it evict and reload), unless the next variant shares its
   weights;
 - with more variants than one-model servers, a server leaves its variant early for one nobody
-  has started when that variant's longest answer would otherwise end the run alone
-  (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier anyway).
+  has started when that variant's longest answer would otherwise end the run alone; and a
+  server whose request in flight will end the run long after everything else takes nothing
+  new until it no longer would, so that request runs faster while the other servers take the
+  rest (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier
+  anyway, and measured there it made blocks slower).
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ class ReplicaScheduler(EarlyLeaving):
     what is known of answer lengths (the runner's, from the transcripts on disk), or
     ``history``, records to learn them from. A handed-out unit carries the server it was given
     to, so the transcript names the replica that answered. ``early_leave``: whether a one-model
-    server may leave its variant early for one nobody has started (``qatcmp.replica_tail``).
+    server may leave its variant early for one nobody has started, and a server holding the
+    request that ends the run may hold back (``qatcmp.replica_tail``).
     ``surplus_first``: whether one-model servers, too, share the surplus variants first (see
     ``_surplus``; an adaptive run's blocks do).
     ``clock`` is the time source (a simulation passes its own).
@@ -160,6 +164,8 @@ class ReplicaScheduler(EarlyLeaving):
         self._tokens_done = 0.0  # answer tokens recorded in this session, for its throughput
         self._answers_done = 0
         self._next_leave_check = -math.inf
+        self._next_hold_check = -math.inf
+        self._holding: set[str] = set()  # servers that take nothing new (``qatcmp.replica_tail``)
         self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)
@@ -202,6 +208,8 @@ class ReplicaScheduler(EarlyLeaving):
         state = self._servers.get(server)
         if state is None or state.down:
             return None
+        if self._early_leave and self._holds_back(server, state):
+            return []  # its request that ends the run runs faster with fewer beside it
         leaving = self._leaving_choice(server, state) if self._early_leave else None
         model, at_most = leaving if leaving is not None else (self._choose(server, state), None)
         batch = [] if model is None else self._take(model, at_most)
