@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean over seeds 1..N (default: 2 with --quick, else 3)")
     parser.add_argument("--servers", default="1,2,3,4", help="server counts to run, e.g. 3")
     parser.add_argument("--no-early-leave", action="store_true",
-                        help="qatcmp without leaving a variant early for one nobody has started "
-                             "(qatcmp/replica_tail.py)")
+                        help="qatcmp without its tail measures (qatcmp/replica_tail.py): leaving a variant "
+                             "early for one nobody has started, holding back beside a request that ends the run")
     args = parser.parse_args(argv)
     questions, seeds = (100, (1, 2)) if args.quick else (300, (1, 2, 3))
     if args.seeds is not None:
