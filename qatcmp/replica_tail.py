@@ -1,5 +1,6 @@
-"""The tail of a run on one-model servers with more variants than servers: when a server should
-leave its variant early for a variant nobody has started (a mixin of ``ReplicaScheduler``).
+"""The tail of a run (a mixin of ``ReplicaScheduler``): on one-model servers with more variants
+than servers, when a server should leave its variant early for a variant nobody has started;
+and on any servers, when one should hold back beside a request that ends the run.
 
 With 4 variants on 3 servers that hold one model each, the fourth variant can only start once
 some server has finished its first one - unless a server leaves its first variant early. Left
@@ -33,8 +34,9 @@ servers, 100 questions, 20 seeds; no change at 300 questions or elsewhere.
 Everything is measured by the run itself: the answer tokens recorded per second by all servers
 together since the first pull (total throughput), tokens per second of a request's latency
 (per-request speed) and expected answer lengths from the ``LengthBook``. Nothing happens before
-answers have come back, on servers that hold several models (they start the next variant while
-the previous one finishes anyway), or when every variant has a server of its own.
+answers have come back; no early leave on servers that hold several models (they start the
+next variant while the previous one finishes anyway) or when every variant has a server of its
+own.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ SWITCH_COST_S = 60.0
 # How often the leave is weighed (it looks at every request left: not at every pull).
 LEAVE_CHECK_EVERY_S = 5.0
 # A server holds back when its requests in flight need more than this many times the time the
-# run has left: well past the end, so that the estimates' errors (lengths of questions not yet
-# answered, throughput) do not make a server idle slots that the run needs.
+# run has left at its whole throughput: with two or more servers the others have at least half
+# of it, so they finish everything else before that request ends even if the holding server
+# took nothing more (in the simulation 1 and 2 measured the same; 2 leaves room for errors in
+# the expected lengths and the throughput).
 HOLD_MARGIN = 2.0
 
 
