@@ -27,8 +27,11 @@ Placement, decided at each pull:
   in-flight requests would make it evict and reload), unless the next variant shares its
   weights;
 - with more variants than one-model servers, a server leaves its variant early for one nobody
-  has started when that variant's longest answer would otherwise end the run alone
-  (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier anyway).
+  has started when that variant's longest answer would otherwise end the run alone; and a
+  server whose request in flight will end the run long after everything else takes nothing
+  new until it no longer would, so that request runs faster while the other servers take the
+  rest (``qatcmp.replica_tail``; fixed runs only: an adaptive run's blocks end at a barrier
+  anyway, and measured there it made blocks slower).
 """
 
 from __future__ import annotations
@@ -120,7 +123,10 @@ class ReplicaScheduler(EarlyLeaving):
     what is known of answer lengths (the runner's, from the transcripts on disk), or
     ``history``, records to learn them from. A handed-out unit carries the server it was given
     to, so the transcript names the replica that answered. ``early_leave``: whether a one-model
-    server may leave its variant early for one nobody has started (``qatcmp.replica_tail``).
+    server may leave its variant early for one nobody has started, and a server holding the
+    request that ends the run may hold back (``qatcmp.replica_tail``).
+    ``surplus_first``: whether one-model servers, too, share the surplus variants first (see
+    ``_surplus``; an adaptive run's blocks do).
     ``clock`` is the time source (a simulation passes its own).
     """
 
@@ -139,6 +145,7 @@ class ReplicaScheduler(EarlyLeaving):
         chunk: int = DEFAULT_CHUNK,
         min_join: int = DEFAULT_MIN_JOIN,
         early_leave: bool = True,
+        surplus_first: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._order = list(model_order)
@@ -151,11 +158,14 @@ class ReplicaScheduler(EarlyLeaving):
         self._min_join = max(0, min_join)
         self._clock = clock
         self._early_leave = early_leave
+        self._surplus_first = surplus_first
         self._started: set[str] = set()  # variants handed out in this session
         self._first_pull: float | None = None
         self._tokens_done = 0.0  # answer tokens recorded in this session, for its throughput
         self._answers_done = 0
         self._next_leave_check = -math.inf
+        self._next_hold_check = -math.inf
+        self._holding: set[str] = set()  # servers that take nothing new (``qatcmp.replica_tail``)
         self.lengths = lengths if lengths is not None else LengthBook()
         for record in history:
             self.lengths.learn(record)
@@ -198,6 +208,8 @@ class ReplicaScheduler(EarlyLeaving):
         state = self._servers.get(server)
         if state is None or state.down:
             return None
+        if self._early_leave and self._holds_back(server, state):
+            return []  # its request that ends the run runs faster with fewer beside it
         leaving = self._leaving_choice(server, state) if self._early_leave else None
         model, at_most = leaving if leaving is not None else (self._choose(server, state), None)
         batch = [] if model is None else self._take(model, at_most)
@@ -305,7 +317,7 @@ class ReplicaScheduler(EarlyLeaving):
             candidates = [m for m in candidates if crowd[m] == 0 or len(self._pool[m]) >= self._min_join]
         if not candidates:
             return None
-        if self._resident.get(server, 1) >= 2 and not same:
+        if (self._resident.get(server, 1) >= 2 or self._surplus_first) and not same:
             surplus = self._surplus()
             candidates = [m for m in candidates if m in surplus] or candidates
         left = {m: self._work_left(m) for m in candidates}
@@ -315,10 +327,18 @@ class ReplicaScheduler(EarlyLeaving):
         """With more variants left than live servers, the ones that cannot have a server of
         their own (the last V mod S in the run's order) are shared first: a shared variant's
         longest answer then starts early, instead of after every server's own variant, when
-        it would run on past everything else. Only for servers that hold two models: a
-        one-model server would wait, slots idle, for the shared variant's longest answer
-        before it could switch (measured in bench/bench_schedule.py: better in short runs,
-        worse in long ones)."""
+        it would run on past everything else. For servers that hold two models always; for
+        one-model servers only with ``surplus_first`` (an adaptive run's blocks). A one-model
+        server must wait, slots idle, for the shared variant's last answers before it can load
+        its own, and at the start nothing says which of them are long: that wait costs about
+        one long answer per server, the late start it saves costs about one long answer at the
+        end of the run. So it pays when the run (or block) is short next to its longest answer
+        and not otherwise. bench/bench_schedule.py, 4 variants on 3 one-model servers: a fixed
+        run of 100 questions per variant goes from 1.13x to 1.10x the bound (20 seeds), one of
+        300 from 1.00x to 1.04x (crossover 150-200 questions; the scheduler cannot tell at the
+        start which it is, and the early leave of ``qatcmp.replica_tail`` takes care of a short
+        run's tail), while an adaptive run's blocks, each a short run ending at a barrier, gain
+        at every size (blocks of 25: 1.76x to 1.72x at 100 questions, 1.77x to 1.76x at 300)."""
         live = sum(1 for s in self._servers.values() if not s.down)
         with_work = [m for m in self._order if self._pool.get(m)]
         if live == 0 or len(with_work) <= live:
@@ -396,7 +416,8 @@ class BlockScheduler:
         self._next_step = next_step
         self._engine = ReplicaScheduler([], model_order, replicas=replicas, resident=resident, weights=weights,
                                         history=history, lengths=lengths, chunk=chunk,
-                                        min_join=min_join, early_leave=False, clock=clock)
+                                        min_join=min_join, early_leave=False, surplus_first=True,
+                                        clock=clock)
         self._outstanding: set[Key] = set()
         self._finished: list[TranscriptRecord] = []
         self._step_models: set[str] = set()

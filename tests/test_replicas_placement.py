@@ -1,6 +1,7 @@
 """Placement, pure: how many models a server holds at once (servers.yaml, else what the server
 reports), balance by expected answer tokens rather than question counts, and the expected
-length of a question from answers on disk and from requests still in flight."""
+length of a question from answers on disk and from requests still in flight, and which variant
+each server takes first when variants outnumber servers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from qatcmp.config import parse_config
 from qatcmp.errors import ConfigError
 from qatcmp.preflight import resident_models
 from qatcmp.records import ServerInfo, TranscriptRecord, Usage, utcnow
-from qatcmp.replicas import ReplicaScheduler
-from qatcmp.scheduler import WorkUnit
+from qatcmp.replicas import BlockScheduler, ReplicaScheduler
+from qatcmp.scheduler import Step, WorkUnit
 
 
 def units(model: str, server: str, items) -> list[WorkUnit]:
@@ -158,3 +159,59 @@ def test_variants_on_the_same_weights_need_no_switch_on_a_one_model_server(tmp_p
     assert sorted(sent).count(("m1", 0.7)) == (9 if same_weights else 0)  # b's own sampling went out
     assert early is same_weights
     assert RunDir(tmp_path / "run").read_manifest().model_switches == (0 if same_weights else 1)
+
+
+def first_variants(sched, servers: list[str], pulls: int = 2) -> dict[str, set[str]]:
+    """The variants each server takes in its first pulls (each pull is one free slot)."""
+    taken: dict[str, set[str]] = {s: set() for s in servers}
+    for _ in range(pulls):
+        for server in servers:
+            taken[server].update(u.model for u in sched.next_batch(server) or [])
+    return taken
+
+
+@pytest.mark.parametrize("resident, surplus_first, shared_first", [
+    (1, False, False),  # a fixed run on one-model servers: each server starts on a variant of its own
+    (1, True, True),    # what an adaptive run's blocks ask for
+    (2, False, True),   # a server holding two models always shares the surplus first
+])
+def test_the_variant_that_cannot_have_a_server_of_its_own_goes_first_on_every_server(resident, surplus_first,
+                                                                                      shared_first):
+    servers = ["s0", "s1", "s2"]
+    order = ["a", "b", "c", "d"]  # four variants, three servers: the last one must share
+    work = [u for i, m in enumerate(order) for u in units(m, servers[i % 3], [f"q{k}" for k in range(12)])]
+    sched = ReplicaScheduler(work, order, replicas={m: servers for m in order},
+                             resident={s: resident for s in servers}, surplus_first=surplus_first)
+    taken = first_variants(sched, servers)
+    if shared_first:
+        assert taken == {s: {"d"} for s in servers}
+    else:
+        assert "d" not in set().union(*taken.values())
+        assert sorted(next(iter(t)) for t in taken.values()) == ["a", "b", "c"]
+        assert all(len(t) == 1 for t in taken.values())
+
+
+def test_an_adaptive_block_on_one_model_servers_shares_the_surplus_first_then_each_server_takes_its_own():
+    servers = ["s0", "s1", "s2"]
+    order = ["a", "b", "c", "d"]
+    step = Step(units=[WorkUnit(m, servers[i % 3], "mmlu_pro", f"q{k}", 0) for i, m in enumerate(order)
+                       for k in range(12)], model_order=order)
+    steps = iter([step])
+    sched = BlockScheduler(lambda finished: next(steps, None), order, replicas={m: servers for m in order},
+                           resident={s: 1 for s in servers})
+    handed: list[WorkUnit] = []
+    next_own: dict[str, str] = {}
+    while len(next_own) < len(servers):
+        for server in servers:
+            for unit in sched.next_batch(server) or []:
+                handed.append(unit)
+                if unit.model != "d":
+                    next_own.setdefault(server, unit.model)
+                sched.record(unit, answered(unit.model, unit.item_id, 100))
+    # Every server started on the shared variant, all of it went out before any other, and
+    # then each server went to a variant of its own (no two on one).
+    assert {u.server for u in handed[:3]} == set(servers) and {u.model for u in handed[:3]} == {"d"}
+    first_other = next(i for i, u in enumerate(handed) if u.model != "d")
+    assert [u.model for u in handed[:first_other]] == ["d"] * 12
+    assert sorted(next_own.values()) == ["a", "b", "c"]
+    assert len({u.key for u in handed}) == len(handed)  # nothing asked twice

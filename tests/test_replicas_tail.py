@@ -125,3 +125,44 @@ def test_four_variants_on_three_one_model_servers_every_request_once_and_sooner(
             total[early] += span
             assert sorted(seen) == sorted((m, "mmlu_pro", q, 0) for m, q in lengths), (seed, early)
     assert total[True] < 0.99 * total[False]
+
+
+def holding_setting(replicas: dict[str, list[str]]):
+    """Question "long" known to take 20,000 tokens (10 tokens/s per request), 40 short ones of
+    100 tokens; s0 takes the long one first, then both servers answer 8 short ones in 10 s."""
+    now = [0.0]
+    history = [answered("old", "long", 20_000, 2000.0)] + [answered("old", f"x{i}", 100) for i in range(40)]
+    work = [WorkUnit(m, servers[0], "mmlu_pro", q, 0) for m, servers in replicas.items()
+            for q in ["long"] + [f"x{i}" for i in range(40)]]
+    sched = ReplicaScheduler(work, list(replicas), replicas=replicas, resident={"s0": 1, "s1": 1},
+                             history=history, clock=lambda: now[0])
+    long_one = sched.next_batch("s0")[0]
+    assert long_one.item_id == "long"
+    shorts = [unit for _ in range(4) for server in ("s0", "s1") for unit in sched.next_batch(server)]
+    now[0] = 10.0
+    for unit in shorts:
+        sched.record(unit, answered(unit.model, unit.item_id, 100, server=unit.server))
+    now[0] = 20.0
+    return sched, long_one, now
+
+
+def test_a_server_whose_request_ends_the_run_takes_nothing_new_while_another_can():
+    # About 3,000 tokens of short questions are left at 80 tokens/s: some 40 s; the long
+    # question still needs some 2,000 s. s0 takes nothing beside it, so it runs faster; s1
+    # takes the short ones. Once the long one is answered, s0 takes work again.
+    sched, long_one, now = holding_setting({"a": ["s0", "s1"]})
+    assert sched.next_batch("s0") == []
+    assert sched.next_batch("s1")[0].model == "a"
+    assert len(sched._servers["s0"].out) == 1  # only the long one
+    sched.record(long_one, answered("a", "long", 20_000, 2000.0, server="s0"))
+    now[0] = 30.0
+    assert sched.next_batch("s0")[0].model == "a"
+
+
+def test_no_holding_back_when_no_other_server_can_take_the_work_or_in_adaptive_blocks():
+    # a only on s0 (b on s1): holding back would only idle s0's slots.
+    sched, _, _ = holding_setting({"a": ["s0"], "b": ["s1"]})
+    assert sched.next_batch("s0")[0].model == "a"
+    sched, _, _ = holding_setting({"a": ["s0", "s1"]})
+    sched._early_leave = False  # what an adaptive run's blocks use (measured: slower blocks)
+    assert sched.next_batch("s0")[0].model == "a"
