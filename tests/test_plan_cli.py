@@ -41,6 +41,7 @@ def test_text_output_names_both_designs(capsys):
     assert main(["plan", "--delta", "0.04", "--discordance", "0.1", "--p", "0.9"]) == 0
     out = capsys.readouterr().out
     assert "489 questions (paired" in out
+    assert "or adaptively: qatcmp run --until-decided --plan-gap 0.04 --futility 0.15 with a budget of 978 questions" in out
     assert f"{independent_sample_size(0.9, 0.04)} questions per model" in out
 
 
