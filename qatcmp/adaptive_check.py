@@ -48,6 +48,8 @@ def _check_settings(stored: AdaptiveState, manifest: RunManifest) -> None:
         problems.append(f"unknown variants {', '.join(repr(m) for m in unknown[:3])}")
     if len(set(stored.models)) < 2:
         problems.append("fewer than two variants")
+    elif len(set(stored.models)) != len(stored.models):
+        problems.append("a variant named twice")
     if stored.samples != manifest.spec.samples:
         problems.append(f"{stored.samples} samples (the run has {manifest.spec.samples})")
     if problems:

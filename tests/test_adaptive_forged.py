@@ -107,6 +107,7 @@ def test_fewer_blocks_claimed_are_checked_on_those_blocks(folder):
     (lambda s: s["settings"].update(futility=0.2), "futility 0.2"),  # without a plan
     (lambda s: s.update(models=["ref", "intruder"]), "unknown variants 'intruder'"),
     (lambda s: s.update(samples=3), "3 samples"),
+    (lambda s: s.update(models=["ref", "ref", "close"]), "a variant named twice"),
     (lambda s: s["settings"].update(reference="nobody"), "--reference 'nobody'"),
 ])
 def test_settings_no_run_can_have_are_one_line(folder, capsys, change, message):
