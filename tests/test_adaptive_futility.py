@@ -110,3 +110,23 @@ def test_bad_futility_settings_are_one_line_errors(server, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert server.requests == []
+
+
+def test_two_answers_per_question_go_through_the_same_rules(server, tmp_path):
+    # --samples 2: the pairs work on per-question mean differences; every question of a
+    # variant is asked twice, and the report's recomputation agrees with adaptive.json.
+    config = tmp_path / "servers.yaml"
+    config.write_text(config_text(server.base_url))
+    out = tmp_path / "run"
+    assert main([*command(config, out), "--samples", "2"]) == 0
+    state = json.loads((out / "adaptive.json").read_text())
+    assert state["samples"] == 2 and state["finished"]
+    decisions = {(p["a"], p["b"]): p for p in state["pairs"]}
+    assert decisions[("ref", "close")]["decision"] == "below-plan"
+    asked = {name: sum(1 for model, _ in server.requests if model == name) for name in RULES}
+    for name in RULES:
+        assert asked[name] == 2 * max(p["questions_used"] for k, p in decisions.items() if name in k)
+    assert main(["stats", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["adaptive"]["pairs"] == state["pairs"]
+    assert not any("disagrees" in w for w in report["warnings"])
