@@ -136,14 +136,18 @@ def _uniform_log_evalue_path(arr: np.ndarray, alpha: float) -> np.ndarray:
     return BettingTest(m0=0.0, bounds=(-1.0, 1.0), alpha=alpha).fit(arr).log_e_values_
 
 
+def _prior_second_moments(arr: np.ndarray) -> np.ndarray:
+    """m̂₂_{i−1} = (Σ_{s<i} d_s² + 1)/(i + 1) for i = 1..n: what a bet on question i may use."""
+    before = np.concatenate([[0.0], np.cumsum(arr**2)[:-1]]) if arr.size else np.zeros(0)
+    return (before + 1.0) / (np.arange(1, arr.size + 1) + 1.0)
+
+
 def planned_bets(d: Sequence[float], plan_gap: float) -> np.ndarray:
     """λ_i for each question i = 1..n, from questions 1..i−1 only (predictable):
     min(G / m̂₂_{i−1}, MAX_BET), m̂₂_{i−1} = (Σ_{s<i} d_s² + 1)/(i + 1)."""
     arr = _check_differences(d)
     _check_plan(plan_gap)
-    before = np.concatenate([[0.0], np.cumsum(arr**2)[:-1]]) if arr.size else np.zeros(0)
-    second_moment = (before + 1.0) / (np.arange(1, arr.size + 1) + 1.0)
-    return np.minimum(plan_gap / second_moment, MAX_BET)
+    return np.minimum(plan_gap / _prior_second_moments(arr), MAX_BET)
 
 
 def planned_log_evalue_path(d: Sequence[float], plan_gap: float, alpha: float) -> np.ndarray:
@@ -191,9 +195,7 @@ def futility_bets(d: Sequence[float], plan_gap: float) -> np.ndarray:
     min(G / (m̂₂_{i−1} + G²), 0.9/(1 − G)), m̂₂ as in `planned_bets`."""
     arr = _check_differences(d)
     _check_plan(plan_gap)
-    before = np.concatenate([[0.0], np.cumsum(arr**2)[:-1]]) if arr.size else np.zeros(0)
-    second_moment = (before + 1.0) / (np.arange(1, arr.size + 1) + 1.0)
-    return np.minimum(plan_gap / (second_moment + plan_gap**2), MAX_BET / (1.0 - plan_gap))
+    return np.minimum(plan_gap / (_prior_second_moments(arr) + plan_gap**2), MAX_BET / (1.0 - plan_gap))
 
 
 def futility_log_capital_paths(d: Sequence[float], plan_gap: float) -> tuple[np.ndarray, np.ndarray]:
