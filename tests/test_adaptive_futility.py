@@ -97,18 +97,23 @@ def test_the_pair_without_a_difference_stops_below_plan(server, tmp_path, capsys
     assert "--futility 0.2" in err and "same settings" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_futility_settings_are_one_line_errors(server, tmp_path, capsys):
+@pytest.mark.parametrize("extra, message", [
+    (["--until-decided", "--plan-gap", "0"], "--plan-gap must be above 0"),
+    (["--until-decided", "--plan-gap", "nan"], "--plan-gap must be above 0"),
+    (["--plan-gap", "0.04"], "--plan-gap is an option of adaptive runs"),
+    (["--until-decided", "--futility", "0.2"], "--futility needs --plan-gap"),
+    (["--until-decided", "--plan-gap", "0.05", "--futility", "0.7"], "--futility must be above 0"),
+    (["--until-decided", "--plan-gap", "0.05", "--futility", "nan"], "--futility must be above 0"),
+    (["--futility", "0.2"], "--futility is an option of adaptive runs"),
+])
+def test_bad_plan_and_futility_settings_are_one_line_errors(server, tmp_path, capsys, extra, message):
     config = tmp_path / "servers.yaml"
     config.write_text(config_text(server.base_url))
     base = ["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "50",
             "--mmlu-pro-data", "builtin", "--plain"]
-    for extra, message in ((["--until-decided", "--futility", "0.2"], "--futility needs --plan-gap"),
-                           (["--until-decided", "--plan-gap", "0.05", "--futility", "0.7"], "--futility must be above 0"),
-                           (["--until-decided", "--plan-gap", "0.05", "--futility", "nan"], "--futility must be above 0"),
-                           (["--futility", "0.2"], "--futility is an option of adaptive runs")):
-        assert main([*base, *extra]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main([*base, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert server.requests == []
 
 

@@ -72,17 +72,3 @@ def test_plan_gap_run_is_recomputed_from_the_transcripts(server, tmp_path, capsy
     assert main([*cmd[:-1], "0.05"]) == 2
     err = capsys.readouterr().err
     assert "--plan-gap 0.1" in err and "same settings" in err
-
-
-def test_a_bad_plan_gap_is_one_line_error(server, tmp_path, capsys):
-    config = tmp_path / "servers.yaml"
-    config.write_text(config_text(server.base_url))
-    base = ["run", "--config", str(config), "--out", str(tmp_path / "run"), "--mmlu-pro", "50",
-            "--mmlu-pro-data", "builtin", "--plain"]
-    for extra, message in ((["--until-decided", "--plan-gap", "0"], "--plan-gap must be above 0"),
-                           (["--until-decided", "--plan-gap", "nan"], "--plan-gap must be above 0"),
-                           (["--plan-gap", "0.04"], "--plan-gap is an option of adaptive runs")):
-        assert main([*base, *extra]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert server.requests == []
